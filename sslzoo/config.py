@@ -1,0 +1,216 @@
+"""Typed hyper-parameters: dataclass fields with defaults, help and bounds.
+
+Every method and augment declares a ``Config`` dataclass whose fields are made with
+:func:`hp`. This module parses ``--set KEY=VALUE`` strings and TOML values into those
+fields, checks bounds and choices, and describes the fields for ``sslzoo info``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, get_args, get_origin
+
+from sslzoo.errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def hp(default: Any, help: str, *, gt: float | None = None, ge: float | None = None,
+       lt: float | None = None, le: float | None = None,
+       choices: Iterable[Any] | None = None) -> Any:
+    """A hyper-parameter field: default, help text and the bounds it must respect.
+
+    Mutable defaults (lists) are copied per instance; tuples are used as they are.
+    """
+    meta = {"help": help, "gt": gt, "ge": ge, "lt": lt, "le": le,
+            "choices": tuple(choices) if choices is not None else None}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldInfo:
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved type annotations of a dataclass (works with postponed annotations)."""
+    return typing.get_type_hints(cls)
+
+
+def describe(cls: type) -> list[FieldInfo]:
+    """Name, type, default and help of every field of a Config dataclass."""
+    hints = field_types(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not _MISSING else (
+            f.default_factory() if f.default_factory is not _MISSING else None)  # type: ignore[misc]
+        out.append(FieldInfo(f.name, type_name(hints[f.name]), default, f.metadata.get("help", "")))
+    return out
+
+
+def type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "|".join(str(a) for a in get_args(tp))
+    if _is_optional(tp):
+        return type_name(_strip_optional(tp)) + " | None"
+    if get_origin(tp) is tuple:
+        return "tuple[" + ", ".join(type_name(a) for a in get_args(tp)) + "]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def build(cls: type, values: Mapping[str, Any] | None = None, *, where: str = "--set") -> Any:
+    """Construct ``cls`` from (possibly string) values and validate every field.
+
+    Raises:
+        ConfigError: an unknown key (naming the valid ones), an ill-typed value or one
+            outside the field's bounds.
+    """
+    values = dict(values or {})
+    hints = field_types(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} for {cls.__qualname__}; valid keys: "
+            + ", ".join(sorted(fields)))
+    kwargs = {k: convert(v, hints[k], k, where) for k, v in values.items()}
+    try:
+        config = cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {cls.__qualname__}: {exc}") from None
+    validate(config, where)
+    return config
+
+
+def validate(config: Any, where: str = "--set") -> None:
+    """Check every field against the bounds and choices given to :func:`hp`."""
+    for f in dataclasses.fields(config):
+        value, m = getattr(config, f.name), f.metadata
+        if value is None:
+            continue
+        problems = []
+        for key, op, ok in (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
+                            ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b)):
+            bound = m.get(key)
+            if bound is None:
+                continue
+            items = value if isinstance(value, tuple) else (value,)
+            if not all(isinstance(v, (int, float)) and ok(v, bound) for v in items):
+                problems.append(f"must be {op} {bound}")
+        choices = m.get("choices")
+        if choices is not None and value not in choices:
+            problems.append("must be one of " + ", ".join(repr(c) for c in choices))
+        if problems:
+            default = f.default if f.default is not _MISSING else None
+            hint = f"; set it with {where} {f.name}={format_value(default)}" if default is not None else ""
+            raise ConfigError(f"{f.name} {' and '.join(problems)}, got {value!r}{hint}")
+
+
+def convert(value: Any, tp: Any, name: str = "value", where: str = "--set") -> Any:
+    """Convert a CLI string or TOML value to the field type ``tp``."""
+    try:
+        return _convert(value, tp)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{name} expects {type_name(tp)}, got {value!r}; e.g. {where} {name}="
+            + _example(tp)) from None
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    if _is_optional(tp):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _convert(value, _strip_optional(tp))
+    origin = get_origin(tp)
+    if origin is Literal:
+        for choice in get_args(tp):
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        raise ValueError(value)
+    if origin is tuple:
+        args = get_args(tp)
+        items = [s.strip() for s in value.strip("()[] ").split(",") if s.strip()] \
+            if isinstance(value, str) else list(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0]) for v in items)
+        if len(items) != len(args):
+            raise ValueError(value)
+        return tuple(_convert(v, a) for v, a in zip(items, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
+        return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return value
+    return value
+
+
+def _is_optional(tp: Any) -> bool:
+    return get_origin(tp) in (typing.Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def _strip_optional(tp: Any) -> Any:
+    args = [a for a in get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 else typing.Union[tuple(args)]  # type: ignore[return-value]
+
+
+def _example(tp: Any) -> str:
+    if _is_optional(tp):
+        return _example(_strip_optional(tp))
+    if get_origin(tp) is Literal:
+        return str(get_args(tp)[0])
+    if get_origin(tp) is tuple:
+        return "0.2,1.0"
+    return {bool: "true", int: "10", float: "0.5", str: "name"}.get(tp, "...")
+
+
+def format_value(value: Any) -> str:
+    """A value as it would be typed after ``--set KEY=``."""
+    if isinstance(value, tuple):
+        return ",".join(format_value(v) for v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["a=1", "aug.b=x"]`` -> ``{"a": "1", "aug.b": "x"}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A Config as plain JSON-able values (tuples become lists)."""
+    return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _plain(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
