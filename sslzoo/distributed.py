@@ -1,0 +1,71 @@
+"""torch.distributed helpers that fall back to single-process behaviour.
+
+Every function works whether or not a process group is initialised, so methods and
+losses call them unconditionally.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """True on the process that writes logs, metrics and checkpoints."""
+    return rank() == 0
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all ranks along dim 0, keeping gradients.
+
+    The backward pass sums the gradients of every rank's copy, so a loss computed on
+    the gathered tensor trains each rank's share (SimCLR's global negatives).
+    """
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from all ranks along dim 0, without gradients."""
+    if world_size() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=0)
+
+
+def broadcast_(x: Tensor, src: int = 0) -> Tensor:
+    """Make ``x`` equal to rank ``src``'s copy, in place."""
+    if world_size() > 1:
+        dist.broadcast(x, src)
+    return x
+
+
+def all_reduce_mean(x: Tensor) -> Tensor:
+    """Average ``x`` across ranks (a new tensor)."""
+    if world_size() == 1:
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / world_size()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
