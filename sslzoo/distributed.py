@@ -69,3 +69,35 @@ def all_reduce_mean(x: Tensor) -> Tensor:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def init_from_env(device: str = "auto") -> "torch.device":
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK).
+
+    NCCL on CUDA, gloo on the CPU. Without torchrun's variables this only picks the
+    device: CUDA when available (and not ``device="cpu"``), else the CPU.
+    """
+    import os
+
+    from sslzoo.errors import ConfigError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but CUDA is not available; "
+                          "use --device cpu or auto")
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and not is_distributed():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank ``src``'s value of a picklable object, on every rank."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]

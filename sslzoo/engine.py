@@ -1,0 +1,390 @@
+"""One training loop for every method.
+
+Device auto-selection, bf16 autocast and channels_last on CUDA, optional torch.compile,
+linear warm-up + cosine learning rate, gradient clipping, seeds, metrics.jsonl, atomic
+checkpoints that resume exactly, a kNN monitor, and DDP under torchrun.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sslzoo import checkpoint, distributed
+from sslzoo.build import RunSpec, build_method
+from sslzoo.errors import CheckpointError, ConfigError, SslzooError
+from sslzoo.method import DataInfo, Method
+from sslzoo.plugins import Plugins, default_plugins
+
+
+class TrainingError(SslzooError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TrainState:
+    """Where training stands; handed to callbacks after every step."""
+
+    run_dir: Path
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    total_steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    stop: bool = False          # set (e.g. by SIGINT) to checkpoint and stop after this step
+    interrupted: bool = False
+
+
+def default_run_dir(method: str) -> Path:
+    return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_optimizer(method: Method, peak_lr: float) -> torch.optim.Optimizer:
+    """The optimiser the method's Config names, over its parameter groups."""
+    c = method.config
+    groups = method.parameter_groups()
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=peak_lr, momentum=c.momentum,
+                               weight_decay=c.weight_decay, nesterov=getattr(c, "nesterov", False))
+    if c.optimizer == "lars":
+        from timm.optim import Lars
+
+        return Lars(groups, lr=peak_lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    betas = (c.momentum, getattr(c, "beta2", 0.999))
+    cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=peak_lr, betas=betas, weight_decay=c.weight_decay)
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str) -> Callable[[int], float]:
+    """Linear warm-up from ~0 to 1, then cosine decay to 0 (or constant)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: fp32)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    """Trains one :class:`RunSpec`; ``Trainer(spec).fit()`` returns the run directory."""
+
+    def __init__(self, spec: RunSpec, *, resume: bool = False, plugins: Plugins | None = None,
+                 callbacks: list[Callable[[TrainState], None]] | None = None,
+                 quiet: bool = False) -> None:
+        self.spec, self.resume, self.quiet = spec, resume, quiet
+        self.plugins = plugins or default_plugins()
+        self.callbacks = list(callbacks or [])
+
+    # -- set-up -------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from sslzoo.data import load_data, make_loader, sample_images
+
+        t = self.spec.train
+        self.device = distributed.init_from_env(t.device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.autocast_dtype = resolve_precision(t.precision, self.device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        run_dir = Path(t.out) if t.out else default_run_dir(t.method)
+        self.state = TrainState(run_dir=Path(distributed.broadcast_object(str(run_dir))))
+
+        self.data = load_data(t.data, "train", t.image_size, root=t.data_root, download=t.download,
+                              registry=self.plugins.datasets)
+        self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True, drop_last=True,
+                                  seed=t.seed, rank=self.rank, world_size=self.world,
+                                  num_workers=t.num_workers, channels_last=cuda)
+        steps_per_epoch = len(self.loader)
+        total = t.epochs * steps_per_epoch
+        self.state.total_steps = min(total, t.max_steps) if t.max_steps else total
+
+        torch.manual_seed(t.seed)                  # identical initial weights on every rank
+        info = DataInfo(num_samples=len(self.data), image_size=t.image_size)
+        self.method = build_method(self.spec, info, self.plugins).to(self.device)
+        if cuda:
+            self.method = self.method.to(memory_format=torch.channels_last)
+        self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
+        model: nn.Module = self.method
+        if self.world > 1:
+            if t.sync_bn:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if cuda else None, broadcast_buffers=False)
+        self.model = torch.compile(model) if t.compile else model
+
+        c = self.spec.method_config
+        global_batch = t.batch_size * self.world
+        self.peak_lr = t.lr if t.lr is not None else (
+            c.lr * global_batch / c.lr_batch if c.lr_batch else c.lr)
+        self.optimizer = build_optimizer(self.method, self.peak_lr)
+        warmup = min(round(c.warmup_epochs * steps_per_epoch), self.state.total_steps // 2)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(self.state.total_steps, warmup, c.schedule))
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.autocast_dtype is torch.float16)
+        torch.manual_seed(t.seed + 7919 * self.rank)  # augmentation differs across ranks
+        if self.resume:
+            self._load_checkpoint()
+        elif distributed.is_main():
+            self._write_config()
+
+    def _write_config(self) -> None:
+        run_dir = self.state.run_dir
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise ConfigError(f"{run_dir} already holds a run; add --resume to continue it "
+                              "or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "metrics.jsonl").write_text("")
+        config = run_config(self.spec, self.plugins, world_size=self.world,
+                            peak_lr=self.peak_lr, device=str(self.device))
+        tmp = run_dir / "config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2, default=str))
+        tmp.replace(run_dir / "config.json")
+
+    # -- checkpoints --------------------------------------------------------------------
+    def checkpoint_payload(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
+            "rng": checkpoint.rng_state(),
+            "config": run_config(self.spec, self.plugins, world_size=self.world,
+                                 peak_lr=self.peak_lr, device=str(self.device)),
+        }
+
+    def save_checkpoint(self) -> None:
+        if distributed.is_main():
+            checkpoint.save_atomic(self.checkpoint_payload(),
+                                   self.state.run_dir / "checkpoints" / "last.pt")
+
+    def _load_checkpoint(self) -> None:
+        path = self.state.run_dir / "checkpoints" / "last.pt"
+        if not path.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {path}; start the run without "
+                                  "--resume, or point --out at an existing run directory")
+        ckpt = checkpoint.load(path, map_location=self.device)
+        if ckpt["config"]["method"]["name"] != self.spec.method_cls.name:
+            raise CheckpointError(f"--resume: {path} is a {ckpt['config']['method']['name']} run, "
+                                  f"not {self.spec.method_cls.name}")
+        self.method.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        s = self.state
+        s.step, s.epoch, s.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        checkpoint.set_rng_state(ckpt["rng"])
+        if self.world > 1:  # each rank continues its own augmentation stream
+            torch.manual_seed(self.spec.train.seed + 7919 * self.rank + s.step)
+
+    # -- the loop -----------------------------------------------------------------------
+    def fit(self) -> Path:
+        self._setup()
+        s, t = self.state, self.spec.train
+        log = MetricLog(s.run_dir / "metrics.jsonl", enabled=distributed.is_main())
+        progress = Progress(s.total_steps, enabled=distributed.is_main() and not self.quiet)
+        progress.start(s.step)
+        with self._sigint_stops_training():
+            while s.step < s.total_steps and s.epoch < t.epochs and not s.stop:
+                self.loader.set_epoch(s.epoch)
+                self.loader.skip(s.batch_in_epoch)
+                for images, index, _ in self.loader:
+                    out = self._step(images, index)
+                    s.step += 1
+                    s.batch_in_epoch += 1
+                    log.add(out)
+                    if s.step % t.log_every == 0 or s.step == s.total_steps:
+                        s.metrics = log.flush(s, self.scheduler.get_last_lr()[0], len(images))
+                        progress.update(s.step, s.metrics)
+                    for cb in self.callbacks:
+                        cb(s)
+                    if t.checkpoint_every and s.step % t.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    if s.stop or s.step >= s.total_steps:
+                        break
+                else:
+                    s.epoch, s.batch_in_epoch = s.epoch + 1, 0
+                    if t.eval_every and s.epoch % t.eval_every == 0:
+                        self._monitor(log)
+                    self.save_checkpoint()
+                    continue
+                break
+        if log.pending:
+            s.metrics = log.flush(s, self.scheduler.get_last_lr()[0], t.batch_size)
+        self.save_checkpoint()
+        progress.close(s)
+        s.interrupted = s.stop
+        distributed.barrier()
+        return s.run_dir
+
+    def _step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
+        t = self.spec.train
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            out = self.model(images, index)
+        loss = out["loss"]
+        if not torch.isfinite(loss.detach()).all():
+            raise TrainingError(
+                f"the loss is {loss.item()} at step {self.state.step + 1}; lower the learning "
+                f"rate (--lr, now {self.peak_lr:g}) or set --clip-grad; the last good "
+                f"checkpoint is in {self.state.run_dir / 'checkpoints'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if t.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.method.on_step_end()
+        return {k: v.detach() for k, v in out.items() if isinstance(v, Tensor) and v.numel() == 1}
+
+    def _monitor(self, log: MetricLog) -> None:
+        from sslzoo.data import load_data
+        from sslzoo.evaluation import evaluate_features, extract_features
+
+        t = self.spec.train
+        test = load_data(t.data, "test", t.image_size, root=t.data_root, download=t.download,
+                         registry=self.plugins.datasets)
+        train_images, train_labels = _images_labels(self.data)
+        test_images, test_labels = _images_labels(test)
+        if train_images is None or test_images is None or (train_labels < 0).all():
+            return
+        feats = [extract_features(self.method, x, self.device) for x in (train_images, test_images)]
+        result = evaluate_features(feats[0], train_labels.to(self.device), feats[1],
+                                   test_labels.to(self.device), protocol="knn")
+        log.write({"step": self.state.step, "epoch": self.state.epoch, "knn_top1": result["knn_top1"]})
+
+    @contextlib.contextmanager
+    def _sigint_stops_training(self) -> Iterator[None]:
+        """First Ctrl-C: finish the step, checkpoint, stop. Second: abort at once."""
+        def handler(signum: int, frame: Any) -> None:
+            if self.state.stop:
+                raise KeyboardInterrupt
+            self.state.stop = True
+        try:
+            previous = signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _images_labels(data: Any) -> tuple[Tensor | None, Tensor | None]:
+    images = getattr(data, "images", None)
+    return images, getattr(data, "labels", None)
+
+
+def run_config(spec: RunSpec, plugins: Plugins, **extra: Any) -> dict[str, Any]:
+    """``config.json``: the resolved configuration plus versions and the environment."""
+    import sslzoo
+
+    return {
+        **spec.to_dict(),
+        "versions": {"sslzoo": sslzoo.__version__, "torch": torch.__version__,
+                     "python": sys.version.split()[0], "plugins": plugins.versions()},
+        "method_plugin": plugins.methods.get(spec.method_cls.name).plugin,
+        **extra,
+    }
+
+
+class MetricLog:
+    """Averages step metrics on the device and appends them to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+        self.sums: dict[str, Tensor] = {}
+        self.pending = 0
+        self.t0 = time.perf_counter()
+
+    def add(self, out: dict[str, Tensor]) -> None:
+        for k, v in out.items():
+            self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
+        self.pending += 1
+
+    def flush(self, state: TrainState, lr: float, batch_size: int) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.t0
+        row: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "lr": lr}
+        row.update({k: (v / max(self.pending, 1)).item() for k, v in self.sums.items()})
+        row["images_per_s"] = self.pending * batch_size * distributed.world_size() / max(elapsed, 1e-9)
+        self.sums, self.pending, self.t0 = {}, 0, time.perf_counter()
+        self.write(row)
+        return row
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+class Progress:
+    """A one-line progress report on stderr: step, loss, throughput."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total, self.enabled = total, enabled
+        self.tty = sys.stderr.isatty()
+        self.t0 = time.perf_counter()
+        self.last_print = 0.0
+
+    def start(self, step: int) -> None:
+        self.first_step = step
+        self.t0 = time.perf_counter()
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not self.tty and now - self.last_print < 5 and step != self.total:
+            return
+        self.last_print = now
+        extras = " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                          if k not in ("step", "epoch", "lr", "images_per_s"))
+        line = (f"step {step}/{self.total} epoch {metrics.get('epoch', 0)} {extras} "
+                f"lr {metrics.get('lr', 0):.3g} {metrics.get('images_per_s', 0):.0f} img/s")
+        print(("\r" + line.ljust(100)) if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def close(self, state: TrainState) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            print(file=sys.stderr)
+        elapsed = time.perf_counter() - self.t0
+        done = "stopped" if state.stop else "finished"
+        print(f"{done} at step {state.step} after {elapsed:.1f}s; run directory {state.run_dir}",
+              file=sys.stderr, flush=True)
+
+
+def train(spec: RunSpec, *, resume: bool = False, plugins: Plugins | None = None,
+          callbacks: list[Callable[[TrainState], None]] | None = None, quiet: bool = False) -> Path:
+    """Train ``spec`` and return its run directory."""
+    return Trainer(spec, resume=resume, plugins=plugins, callbacks=callbacks, quiet=quiet).fit()

@@ -1,0 +1,119 @@
+"""Frozen-feature evaluation: weighted kNN and a linear probe.
+
+Weighted kNN follows Wu et al., "Unsupervised Feature Learning via Non-Parametric
+Instance Discrimination", CVPR 2018, Sec. 3.4: the k = 200 nearest training features
+by cosine similarity s_i vote for their class with weight exp(s_i / t), t = 0.07.
+The linear probe is a logistic regression trained on cached, standardised features on
+the device.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sslzoo import distributed
+from sslzoo.method import Method
+
+
+@torch.no_grad()
+def extract_features(method: Method, images: Tensor, device: torch.device,
+                     batch_size: int = 512, autocast: bool = False) -> Tensor:
+    """``method.embed`` of uint8 images ``(N, C, H, W)`` in eval mode: ``(N, F)`` float.
+
+    Under torch.distributed each rank embeds a contiguous shard and the shards are
+    gathered, so every rank returns the features of all N images.
+    """
+    was_training = method.training
+    method.eval()
+    n, world, rank = len(images), distributed.world_size(), distributed.rank()
+    per_rank = math.ceil(n / world)
+    lo, hi = min(rank * per_rank, n), min((rank + 1) * per_rank, n)
+    chunks = []
+    for start in range(lo, hi, batch_size):
+        x = images[start:min(start + batch_size, hi)].to(device, non_blocking=True).float() / 255
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            chunks.append(method.embed(x).float())
+    feats = torch.cat(chunks) if chunks else torch.empty(0, _feature_dim(method, images, device),
+                                                         device=device)
+    if world > 1:
+        pad = per_rank - len(feats)
+        feats = distributed.gather(F.pad(feats, (0, 0, 0, pad)))
+        feats = torch.cat([feats[r * per_rank:r * per_rank + min(per_rank, max(n - r * per_rank, 0))]
+                           for r in range(world)])
+    method.train(was_training)
+    return feats
+
+
+def _feature_dim(method: Method, images: Tensor, device: torch.device) -> int:
+    return method.embed(images[:1].to(device).float() / 255).shape[1]
+
+
+@torch.no_grad()
+def knn_predict(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor,
+                num_classes: int, k: int = 200, temperature: float = 0.07,
+                chunk: int = 1024) -> Tensor:
+    """Weighted kNN class predictions ``(M,)`` for ``test_feats`` ``(M, F)``."""
+    train = F.normalize(train_feats.float(), dim=1)
+    k = min(k, len(train))
+    preds = []
+    for start in range(0, len(test_feats), chunk):
+        q = F.normalize(test_feats[start:start + chunk].float(), dim=1)
+        sim, idx = (q @ train.T).topk(k, dim=1)             # (m, k)
+        weights = (sim / temperature).exp()
+        votes = torch.zeros(len(q), num_classes, device=q.device)
+        votes.scatter_add_(1, train_labels[idx], weights)   # (m, classes)
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds)
+
+
+def linear_probe(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor,
+                 test_labels: Tensor, num_classes: int, epochs: int = 100,
+                 lr: float = 0.01, weight_decay: float = 1e-5, batch_size: int = 1024,
+                 seed: int = 0) -> float:
+    """Top-1 accuracy of a logistic regression trained on frozen features."""
+    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+    x_train, x_test = (train_feats - mean) / std, (test_feats - mean) / std
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    head = torch.nn.Linear(x_train.shape[1], num_classes).to(x_train.device)
+    with torch.no_grad():
+        w = torch.randn(head.weight.shape, generator=gen) * 0.01
+        head.weight.copy_(w.to(head.weight.device))
+        head.bias.zero_()
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(x_train) / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    with torch.enable_grad():
+        for _ in range(epochs):
+            order = torch.randperm(len(x_train), generator=gen).to(x_train.device)
+            for start in range(0, len(x_train), batch_size):
+                idx = order[start:start + batch_size]
+                loss = F.cross_entropy(head(x_train[idx]), train_labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+    with torch.no_grad():
+        return (head(x_test).argmax(1) == test_labels).float().mean().item()
+
+
+def evaluate_features(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor,
+                      test_labels: Tensor, protocol: str = "all", k: int = 200,
+                      temperature: float = 0.07) -> dict[str, Any]:
+    """kNN and/or linear-probe top-1 accuracy (fractions in [0, 1])."""
+    keep = train_labels >= 0
+    train_feats, train_labels = train_feats[keep], train_labels[keep]
+    num_classes = int(max(train_labels.max(), test_labels.max()).item()) + 1
+    out: dict[str, Any] = {"num_train": len(train_feats), "num_test": len(test_feats),
+                           "num_classes": num_classes, "feature_dim": train_feats.shape[1]}
+    if protocol in ("knn", "all"):
+        pred = knn_predict(train_feats, train_labels, test_feats, num_classes, k, temperature)
+        out["knn_top1"] = (pred == test_labels).float().mean().item()
+        out["knn_k"], out["knn_temperature"] = min(k, len(train_feats)), temperature
+    if protocol in ("linear", "all"):
+        out["linear_top1"] = linear_probe(train_feats, train_labels, test_feats, test_labels,
+                                          num_classes)
+    return out
