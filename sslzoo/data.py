@@ -1,0 +1,663 @@
+"""Data sets, and batches drawn on the training device.
+
+``--data`` takes a registered name (``digits``, ``cifar10``, ``cifar100``, ``stl10``,
+``stl10+unlabeled``, ``synthetic``, or a plugin's) or a path to a folder of images.
+A split whose uint8 pixels fit ``memory_budget`` is decoded and resized once into an
+:class:`ImageData` (``(N, 3, S, S)`` uint8); :class:`DeviceLoader` keeps it on the device
+and gathers batches there with ``index_select``. Larger folders become a
+:class:`StreamingDataset` whose DataLoader workers only decode and resize;
+:class:`StreamingLoader` serves them with the same interface. Augmentation happens later,
+on the device.
+
+Image folders: class = top-level subfolder name (sorted, as torchvision's ImageFolder);
+a folder with images directly inside it is unlabelled (labels -1, every image below it
+used). ``train/`` plus ``val/`` (preferred) or ``test/`` subfolders are used as the two
+splits; otherwise a labelled folder is split 80/20 per class with seed 0 (see
+:func:`stratified_split`) and an unlabelled one is all training data, with no test split.
+"""
+from __future__ import annotations
+
+import colorsys
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from sslzoo.errors import ConfigError, DataError, PluginError
+
+if TYPE_CHECKING:
+    from sslzoo.registry import Registry
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageData:
+    """A split held in memory.
+
+    Attributes:
+        images: ``(N, 3, S, S)`` uint8, on the CPU or (after :meth:`to`) the device.
+        labels: ``(N,)`` int64, -1 where unknown.
+        classes: class names when labelled, else ``None``.
+        name: the data set's name or folder, for messages.
+    """
+
+    images: Tensor
+    labels: Tensor
+    classes: list[str] | None
+    name: str = ""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def labelled(self) -> bool:
+        """True if any sample has a label."""
+        return bool((self.labels >= 0).any())
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """The same split on ``device`` (``self`` itself if already there)."""
+        images, labels = self.images.to(device), self.labels.to(device)
+        if images is self.images and labels is self.labels:
+            return self
+        return replace(self, images=images, labels=labels)
+
+
+# ---------------------------------------------------------------- decoding and resizing
+
+
+def resize_square(x: Tensor, size: int, chunk: int = 1024) -> Tensor:
+    """Bilinear (antialiased) resize of ``(N, C, h, w)`` images to ``(N, C, size, size)``.
+
+    ``x`` holds values in ``0..255`` (uint8 or float); the result is uint8.
+    """
+    if x.shape[-2:] == (size, size):
+        return x.round().clamp(0, 255).to(torch.uint8) if x.is_floating_point() else x
+    out = torch.empty((*x.shape[:-2], size, size), dtype=torch.uint8)
+    for i in range(0, len(x), chunk):
+        y = F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True)
+        out[i:i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def read_image(path: str | Path, size: int) -> Tensor:
+    """Decode an image file to RGB, resize its shorter side to ``size`` and centre-crop.
+
+    Grayscale, palette and RGBA images become RGB (alpha dropped); EXIF rotation is
+    applied. Returns ``(3, size, size)`` uint8. Raises :class:`DataError` naming the file
+    if it cannot be decoded.
+    """
+    from PIL import Image, ImageOps
+    import torchvision.transforms.functional as TF
+
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
+            img = ImageOps.exif_transpose(img)
+            if img.mode == "P":
+                img = img.convert("RGBA")
+            img = img.convert("RGB")
+            img = TF.center_crop(TF.resize(img, size, antialias=True), [size, size])
+            return TF.pil_to_tensor(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
+
+
+def _read_or_none(path: Path, size: int) -> Tensor | None:
+    try:
+        return read_image(path, size)
+    except DataError:
+        return None
+
+
+# ------------------------------------------------------------------------ image folders
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _images_below(folder: Path) -> list[Path]:
+    found = []
+    for parent, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(parent, f) for f in sorted(files) if _is_image(Path(f))]
+    return found
+
+
+def _scan(folder: Path) -> list[tuple[Path, str | None]]:
+    """(file, class name or None) for every image in ``folder``."""
+    if any(_is_image(p) and p.is_file() for p in folder.iterdir()):
+        return [(p, None) for p in _images_below(folder)]
+    items = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        items += [(p, sub.name) for p in _images_below(sub)]
+    if not items:
+        raise DataError(f"no images found in {folder}; supported extensions: "
+                        f"{', '.join(IMAGE_EXTENSIONS)}")
+    return items
+
+
+def stratified_split(labels: Tensor, test_fraction: float = 0.2,
+                     seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Deterministic per-class split: ``round(test_fraction * n_c)`` of each class's
+    ``n_c`` samples, drawn with a generator seeded with ``seed``, go to the test split.
+
+    Returns sorted (train, test) index tensors. A class with a single sample stays in
+    train. Labels below 0 (unlabelled) always go to train.
+    """
+    g = torch.Generator().manual_seed(seed)
+    train, test = [(labels < 0).nonzero().flatten()], []
+    for c in labels[labels >= 0].unique(sorted=True):
+        members = (labels == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=g)]
+        k = int(len(members) * test_fraction + 0.5)
+        test.append(members[:k])
+        train.append(members[k:])
+    test_idx = torch.cat(test) if test else torch.empty(0, dtype=torch.long)
+    return torch.cat(train).sort().values, test_idx.sort().values
+
+
+def _folder_split(root: Path, split: str) -> tuple[list[Path], list[int], list[str] | None]:
+    """Files, labels and class names of one split of an image folder."""
+    eval_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and eval_dir is not None:
+        parts = {"train": _scan(root / "train"), "test": _scan(eval_dir)}
+        names = sorted({c for items in parts.values() for _, c in items if c is not None})
+        index = {c: i for i, c in enumerate(names)}
+        files = [p for p, _ in parts[split]]
+        return files, [index.get(c, -1) for _, c in parts[split]], names or None
+    items = _scan(root)
+    files = [p for p, _ in items]
+    names = sorted({c for _, c in items if c is not None})
+    if not names:
+        if split == "test":
+            raise DataError(
+                f"{root} is unlabelled (images directly in it, no class subfolders) and has no "
+                "val/ or test/ subfolder, so it has no test split; evaluation needs labels: "
+                "put the images in one subfolder per class")
+        return files, [-1] * len(files), None
+    index = {c: i for i, c in enumerate(names)}
+    labels = torch.tensor([index[c] for _, c in items])
+    keep = stratified_split(labels)[SPLITS.index(split)].tolist()
+    return [files[i] for i in keep], labels[keep].tolist(), names
+
+
+class StreamingDataset(Dataset):
+    """Image files decoded and resized on demand (for folders too big to keep in memory).
+
+    ``dataset[i]`` is ``(image (3, S, S) uint8, label, i)``; a file that cannot be
+    decoded raises :class:`DataError` naming it.
+    """
+
+    def __init__(self, files: Sequence[str | Path], labels: Sequence[int], image_size: int,
+                 classes: list[str] | None = None, name: str = "") -> None:
+        self.files = [str(f) for f in files]
+        self.labels = torch.as_tensor(list(labels), dtype=torch.long)
+        self.image_size, self.classes, self.name = image_size, classes, name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        return read_image(self.files[i], self.image_size), int(self.labels[i]), i
+
+    @property
+    def labelled(self) -> bool:
+        return bool((self.labels >= 0).any())
+
+
+def load_folder(path: str | Path, split: str, image_size: int, *,
+                memory_budget: int = 2 << 30) -> ImageData | StreamingDataset:
+    """One split of an image folder (layout and split rule in the module docstring).
+
+    In memory when ``N * 3 * S * S`` bytes fit ``memory_budget``: files that cannot be
+    decoded are then skipped with a warning listing them, and :class:`DataError` is raised
+    only if none can be read. Otherwise a :class:`StreamingDataset`, which raises on a bad
+    file when it reaches it.
+    """
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"no such folder: {root}")
+    if not root.is_dir():
+        raise DataError(f"{root} is a file; --data takes a data set name or a folder of images")
+    _check_split(split, SPLITS, str(root))
+    files, labels, classes = _folder_split(root, split)
+    if len(files) * 3 * image_size ** 2 > memory_budget:
+        return StreamingDataset(files, labels, image_size, classes, str(root))
+    images = torch.empty((len(files), 3, image_size, image_size), dtype=torch.uint8)
+    ok = torch.zeros(len(files), dtype=torch.bool)
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        for i, img in enumerate(pool.map(lambda f: _read_or_none(f, image_size), files)):
+            if img is not None:
+                images[i], ok[i] = img, True
+    if not ok.any():
+        raise DataError(f"none of the {len(files)} images in {root} ({split}) could be decoded, "
+                        f"e.g. {files[0]}")
+    if not ok.all():  # skip unreadable files, but say which
+        bad = [str(f) for f, good in zip(files, ok.tolist()) if not good]
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}: "
+                      f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}", stacklevel=2)
+    labels_t = torch.tensor(labels, dtype=torch.long)
+    if not ok.all():
+        images, labels_t = images[ok], labels_t[ok]
+    return ImageData(images, labels_t, classes, str(root))
+
+
+# --------------------------------------------------------------------- registered sets
+
+
+def _check_split(split: str, valid: Sequence[str], name: str) -> None:
+    if split not in valid:
+        raise DataError(f"{name} has no split {split!r}; choose from {', '.join(valid)}")
+
+
+def digits(split: str, image_size: int, root: str | Path | None = None,
+           download: bool = False) -> ImageData:
+    """scikit-learn's 1,797 handwritten digits (8x8, bundled, offline), upscaled to RGB.
+
+    Pixel values 0..16 are scaled to 0..255 and upscaled bilinearly (antialiased) to
+    ``image_size``; the split is :func:`stratified_split` with seed 0 (1,438 / 359).
+    """
+    from sklearn.datasets import load_digits
+
+    _check_split(split, SPLITS, "digits")
+    bunch = load_digits()
+    x = torch.from_numpy(bunch.images).float().mul_(255 / 16)  # (N, 8, 8) in 0..255
+    y = torch.from_numpy(bunch.target).long()
+    idx = stratified_split(y)[SPLITS.index(split)]
+    images = resize_square(x[idx, None], image_size).expand(-1, 3, -1, -1).contiguous()
+    return ImageData(images, y[idx], [str(d) for d in range(10)], "digits")
+
+
+def synthetic(split: str, image_size: int, root: str | Path | None = None,
+              download: bool = False, *, seed: int = 0, num_classes: int = 10,
+              sizes: tuple[int, int] = (256, 128)) -> ImageData:
+    """Coloured blobs on striped backgrounds, one colour/place/orientation per class (tests).
+
+    Deterministic given ``seed``; the train and test splits are drawn independently.
+    Noisy enough that pixel-space kNN is well above chance but far from perfect (about
+    70% at seed 0, 32x32), leaving room for learned features.
+    """
+    _check_split(split, SPLITS, "synthetic")
+    g = torch.Generator().manual_seed(seed * 2 + SPLITS.index(split))
+    n = sizes[SPLITS.index(split)]
+    labels = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
+    angle = 2 * math.pi * labels / num_classes
+    colour = torch.tensor([colorsys.hsv_to_rgb(c / num_classes, 0.8, 0.9)
+                           for c in range(num_classes)])[labels]            # (N, 3)
+    colour = (colour + 0.3 * torch.randn(n, 3, generator=g)).clamp(0, 1)
+    centre = 0.5 * torch.stack([angle.cos(), angle.sin()], 1) + 0.5 * torch.randn(n, 2, generator=g)
+    grid = torch.linspace(-1, 1, image_size)
+    yy, xx = grid[None, :, None], grid[None, None, :]                    # (1, S, 1), (1, 1, S)
+    blob = torch.exp(-((xx - centre[:, :1, None]) ** 2 + (yy - centre[:, 1:, None]) ** 2) / 0.18)
+    phase = 2 * math.pi * torch.rand(n, 1, 1, generator=g)
+    theta = (angle / 2)[:, None, None]
+    stripes = 0.5 + 0.5 * torch.sin(6 * (xx * theta.cos() + yy * theta.sin()) + phase)  # (N, S, S)
+    img = 0.1 + 0.25 * stripes[:, None] + 0.65 * blob[:, None] * colour[:, :, None, None]
+    img = img + 0.3 * torch.randn(img.shape, generator=g)
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageData(images, labels.long(), [f"class{c}" for c in range(num_classes)], "synthetic")
+
+
+class _ArrayDataset(Dataset):
+    """uint8 ``(N, 3, h, w)`` array resized per item (torchvision arrays over budget)."""
+
+    def __init__(self, array: np.ndarray, labels: Tensor, image_size: int,
+                 classes: list[str] | None, name: str) -> None:
+        self.array, self.labels, self.image_size = array, labels, image_size
+        self.classes, self.name = classes, name
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        x = torch.from_numpy(self.array[i][None])
+        return resize_square(x, self.image_size)[0], int(self.labels[i]), i
+
+    @property
+    def labelled(self) -> bool:
+        return bool((self.labels >= 0).any())
+
+
+def _torchvision(name: str, build: Callable[[str, bool], Any], root: str | Path | None,
+                 download: bool, folder: str) -> Any:
+    root = Path(root) if root is not None else default_root()
+    if download:
+        root.mkdir(parents=True, exist_ok=True)
+    try:
+        return build(str(root), download)
+    except RuntimeError as exc:
+        if download:
+            raise DataError(f"could not download {name} to {root}: {exc}") from exc
+        raise DataError(f"{name} not found in {root} (looked for {root / folder}); run with "
+                        "--download or give --data-root pointing at the folder that holds "
+                        f"{folder}") from exc
+    except OSError as exc:  # network errors (URLError is an OSError)
+        raise DataError(f"could not download {name} to {root}: {exc}; check the network or "
+                        f"copy {folder} into {root} by hand") from exc
+
+
+def _from_arrays(array: np.ndarray, labels: Any, classes: list[str], image_size: int,
+                 name: str, memory_budget: int) -> ImageData | _ArrayDataset:
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if len(array) * 3 * image_size ** 2 > memory_budget:
+        return _ArrayDataset(array, labels, image_size, classes, name)
+    return ImageData(resize_square(torch.from_numpy(array), image_size), labels, classes, name)
+
+
+def _cifar(name: str, cls_name: str, folder: str, split: str, image_size: int,
+           root: str | Path | None, download: bool) -> ImageData:
+    import torchvision.datasets as tvd
+
+    _check_split(split, SPLITS, name)
+    ds = _torchvision(name, lambda r, d: getattr(tvd, cls_name)(r, train=split == "train",
+                                                                download=d),
+                      root, download, folder)
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+    return ImageData(resize_square(images, image_size), torch.tensor(ds.targets), ds.classes, name)
+
+
+def cifar10(split: str, image_size: int, root: str | Path | None = None,
+            download: bool = False) -> ImageData:
+    """CIFAR-10 (torchvision): 50,000 / 10,000 32x32 images, 10 classes."""
+    return _cifar("cifar10", "CIFAR10", "cifar-10-batches-py", split, image_size, root, download)
+
+
+def cifar100(split: str, image_size: int, root: str | Path | None = None,
+             download: bool = False) -> ImageData:
+    """CIFAR-100 (torchvision): 50,000 / 10,000 32x32 images, 100 classes."""
+    return _cifar("cifar100", "CIFAR100", "cifar-100-python", split, image_size, root, download)
+
+
+def stl10(split: str, image_size: int, root: str | Path | None = None, download: bool = False,
+          *, memory_budget: int = 2 << 30) -> ImageData | Dataset:
+    """STL-10 (torchvision), 96x96: train 5,000 labelled, test 8,000.
+
+    Also takes the splits ``unlabeled`` (100,000, labels -1) and ``train+unlabeled``.
+    """
+    import torchvision.datasets as tvd
+
+    _check_split(split, (*SPLITS, "unlabeled", "train+unlabeled"), "stl10")
+    ds = _torchvision("stl10", lambda r, d: tvd.STL10(r, split=split, download=d),
+                      root, download, "stl10_binary")
+    return _from_arrays(ds.data, ds.labels, ds.classes, image_size, "stl10", memory_budget)
+
+
+def stl10_unlabeled(split: str, image_size: int, root: str | Path | None = None,
+                    download: bool = False, *, memory_budget: int = 2 << 30) -> ImageData | Dataset:
+    """STL-10 for pretraining: train = train+unlabeled (105,000, labels -1 for 100,000)."""
+    split = "train+unlabeled" if split == "train" else split
+    _check_split(split, ("train+unlabeled", "test"), "stl10+unlabeled")
+    return stl10(split, image_size, root, download, memory_budget=memory_budget)
+
+
+DATASETS: dict[str, tuple[Callable[..., ImageData | Dataset], str]] = {
+    "digits": (digits, "scikit-learn's 1,797 handwritten digits, upscaled (offline default)"),
+    "cifar10": (cifar10, "CIFAR-10, 50k/10k 32x32 images in 10 classes (torchvision)"),
+    "cifar100": (cifar100, "CIFAR-100, 50k/10k 32x32 images in 100 classes (torchvision)"),
+    "stl10": (stl10, "STL-10, 5k labelled train / 8k test 96x96 images (torchvision)"),
+    "stl10+unlabeled": (stl10_unlabeled, "STL-10 with its 100k unlabelled images in train"),
+    "synthetic": (synthetic, "256/128 class-structured random images (tests)"),
+}
+
+
+def default_root() -> Path:
+    """Where torchvision data sets live: ``$SSLZOO_DATA`` or ``~/.cache/sslzoo/data``."""
+    return Path(os.environ.get("SSLZOO_DATA") or "~/.cache/sslzoo/data").expanduser()
+
+
+def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Path | None = None,
+              download: bool = False, registry: Registry | None = None,
+              memory_budget: int = 2 << 30) -> ImageData | Dataset:
+    """Load one split of a registered data set or of an image folder.
+
+    Args:
+        name_or_path: a registered name (wins over a folder of the same name; write
+            ``./name`` for the folder) or the path of an image folder.
+        split: ``"train"`` or ``"test"`` (some data sets take more, e.g. stl10).
+        image_size: side ``S`` of the square uint8 images.
+        root: where torchvision data sets live (default :func:`default_root`).
+        download: let torchvision data sets download themselves.
+        registry: the data set registry (default: the installed plugins').
+        memory_budget: bytes of uint8 pixels a split may take in memory before a folder
+            (or a factory that accepts ``memory_budget``) streams instead.
+
+    Returns:
+        :class:`ImageData`, or a Dataset of ``(uint8 image, label, index)`` to stream.
+    """
+    if image_size < 1:
+        raise ConfigError(f"image size must be >= 1, got {image_size}")
+    if registry is None:
+        from sslzoo.plugins import default_plugins
+
+        registry = default_plugins().datasets
+    root = Path(root).expanduser() if root is not None else default_root()
+    if name_or_path not in registry:
+        path = Path(name_or_path).expanduser()
+        if path.exists() or any(s in name_or_path for s in ("/", os.sep, "~")) \
+                or name_or_path.startswith("."):
+            return load_folder(path, split, image_size, memory_budget=memory_budget)
+    entry = registry.get(name_or_path, hint="--data also takes the path of an image folder")
+    kwargs = {}
+    if "memory_budget" in inspect.signature(entry.obj).parameters:
+        kwargs["memory_budget"] = memory_budget
+    data = entry.obj(split, image_size, root, download, **kwargs)
+    if not isinstance(data, (ImageData, Dataset)):
+        raise PluginError(f"data set {name_or_path!r} from {entry.plugin!r} returned "
+                          f"{type(data).__name__}; expected ImageData or a torch Dataset")
+    return data
+
+
+def require_labels(data: ImageData | Dataset, purpose: str = "evaluation") -> ImageData | Dataset:
+    """``data`` restricted to its labelled samples; :class:`DataError` if it has none."""
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        return data
+    name = getattr(data, "name", "") or "this data set"
+    keep = labels >= 0
+    if not keep.any():
+        raise DataError(f"{purpose} needs labels, but {name} is unlabelled; use a labelled data "
+                        "set (for a folder: one subfolder per class)")
+    if keep.all():
+        return data
+    if isinstance(data, ImageData):
+        return replace(data, images=data.images[keep], labels=labels[keep])
+    if isinstance(data, StreamingDataset):
+        files = [f for f, k in zip(data.files, keep.tolist()) if k]
+        return StreamingDataset(files, labels[keep].tolist(), data.image_size, data.classes, name)
+    return torch.utils.data.Subset(data, keep.nonzero().flatten().tolist())
+
+
+def sample_images(data: ImageData | Dataset, n: int, seed: int = 0) -> Tensor:
+    """Up to ``n`` distinct images, uint8 ``(n, 3, S, S)``, drawn with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data), generator=g)[:n]
+    if isinstance(data, ImageData):
+        return data.images.index_select(0, idx.to(data.images.device))
+    return torch.stack([data[i][0] for i in idx.tolist()])
+
+
+# ------------------------------------------------------------------------------ loaders
+
+
+class _EpochOrder:
+    """Which samples each rank takes in each epoch, as batches of indices.
+
+    The epoch's order is one permutation of ``0..N-1`` from a CPU ``torch.Generator``
+    seeded with ``(seed, epoch)`` (identity when not shuffling), the same on every rank.
+    Rank ``r`` of ``W`` takes samples ``r::W`` of it (DistributedSampler's layout) and cuts
+    them into batches. With ``drop_last`` the order is first cut to a multiple of
+    ``batch_size * W``; without it, it is padded by wrapping around to a multiple of
+    ``W``, so a few samples appear twice when ``W > 1``. Every rank has the same number of
+    batches either way.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int,
+                 rank: int, world_size: int) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank must be in [0, {world_size}), got {rank}")
+        if n == 0:
+            raise DataError("the data set is empty")
+        if drop_last and n < batch_size * world_size:
+            raise DataError(
+                f"the data set has {n} samples, fewer than one batch of {batch_size}"
+                + (f" x {world_size} processes" if world_size > 1 else "")
+                + f"; use --batch-size {max(1, n // world_size)} or smaller")
+        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.n // (self.batch_size * self.world_size)
+        return math.ceil(math.ceil(self.n / self.world_size) / self.batch_size)
+
+    def skip(self, n: int) -> None:
+        if not 0 <= n <= len(self):
+            raise ConfigError(f"cannot skip {n} batches of an epoch of {len(self)}")
+        self.start = n
+
+    def indices(self) -> Tensor:
+        """This rank's sample indices for the current epoch, in order."""
+        if self.shuffle:
+            # torch's CPU generator keeps 32 bits of its seed: mix (seed, epoch) into them.
+            mixed = np.random.SeedSequence([self.seed % 2 ** 64, self.epoch % 2 ** 64]).generate_state(1)[0]
+            g = torch.Generator().manual_seed(int(mixed))
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.arange(self.n)
+        total = (len(self) * self.batch_size * self.world_size if self.drop_last
+                 else math.ceil(self.n / self.world_size) * self.world_size)
+        order = order.repeat(math.ceil(total / self.n))[:total]
+        return order[self.rank::self.world_size]
+
+    def take_start(self) -> int:
+        """The batch the next pass starts at (consumes :meth:`skip`)."""
+        start, self.start = self.start, 0
+        return start
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order, b = self.indices().tolist(), self.batch_size
+        for i in range(self.take_start(), len(self)):
+            yield order[i * b:(i + 1) * b]
+
+
+def _as_float(x: Tensor, channels_last: bool) -> Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.to(dtype=torch.float32, memory_format=fmt).div_(255)
+
+
+class DeviceLoader:
+    """Batches drawn on the device from an :class:`ImageData`.
+
+    The images are moved to ``device`` once (pass ``data.to(device)`` to share one copy
+    between loaders); each batch is an ``index_select`` there, converted to float in
+    ``[0, 1]`` after the gather. Order and sharding: see :meth:`set_epoch`.
+
+    Yields ``(images (B, 3, S, S) float32, index (B,) int64, labels (B,) int64)`` on
+    ``device``; ``index`` is each sample's position in the split.
+    """
+
+    def __init__(self, data: ImageData, batch_size: int, device: torch.device | str, *,
+                 shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, channels_last: bool = False) -> None:
+        self.order = _EpochOrder(len(data), batch_size, shuffle=shuffle, drop_last=drop_last,
+                                 seed=seed, rank=rank, world_size=world_size)
+        self.device = torch.device(device)
+        self.data = data.to(self.device)
+        self.channels_last = channels_last
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s order: a permutation drawn from a generator seeded with
+        ``(seed, epoch)``, identical on every rank; rank ``r`` of ``W`` takes samples
+        ``r::W`` of it. Deterministic, so a resumed run sees the same batches."""
+        self.order.epoch = epoch
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return len(self.order)
+
+    def skip(self, n: int) -> None:
+        """Make the next pass start at batch ``n`` of the epoch (exact mid-epoch resume)."""
+        self.order.skip(n)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        order = self.order.indices().to(self.device)
+        b = self.order.batch_size
+        for i in range(self.order.take_start(), len(self)):
+            idx = order[i * b:(i + 1) * b]
+            images = self.data.images.index_select(0, idx)  # uint8 gather on the device
+            yield _as_float(images, self.channels_last), idx, self.data.labels.index_select(0, idx)
+
+
+class StreamingLoader:
+    """Same interface as :class:`DeviceLoader`, over a Dataset of
+    ``(uint8 image (3, S, S), label, index)`` decoded by DataLoader workers.
+
+    Pinned memory and non-blocking copies when ``device`` is CUDA.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device | str, *,
+                 shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, num_workers: int = 0, channels_last: bool = False) -> None:
+        self.order = _EpochOrder(len(dataset), batch_size, shuffle=shuffle, drop_last=drop_last,
+                                 seed=seed, rank=rank, world_size=world_size)
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.loader = DataLoader(dataset, batch_sampler=self.order, num_workers=num_workers,
+                                 pin_memory=self.device.type == "cuda",
+                                 persistent_workers=num_workers > 0)
+
+    set_epoch = DeviceLoader.set_epoch
+    skip = DeviceLoader.skip
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        for images, labels, index in self.loader:
+            images = images.to(self.device, non_blocking=True)
+            yield (_as_float(images, self.channels_last), index.to(self.device, non_blocking=True),
+                   labels.to(self.device, non_blocking=True))
+
+
+def make_loader(data: ImageData | Dataset, batch_size: int, device: torch.device | str, *,
+                shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0,
+                world_size: int = 1, num_workers: int = 0,
+                channels_last: bool = False) -> DeviceLoader | StreamingLoader:
+    """A :class:`DeviceLoader` for in-memory data, else a :class:`StreamingLoader`."""
+    kwargs = dict(shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank,
+                  world_size=world_size, channels_last=channels_last)
+    if isinstance(data, ImageData):
+        return DeviceLoader(data, batch_size, device, **kwargs)
+    if isinstance(data, Dataset):
+        return StreamingLoader(data, batch_size, device, num_workers=num_workers, **kwargs)
+    raise TypeError(f"expected ImageData or a torch Dataset, got {type(data).__name__}")
+
+
+__all__ = [
+    "DATASETS", "DeviceLoader", "IMAGE_EXTENSIONS", "ImageData", "StreamingDataset",
+    "StreamingLoader", "default_root", "load_data", "load_folder", "make_loader", "read_image",
+    "require_labels", "resize_square", "sample_images", "stratified_split",
+]
