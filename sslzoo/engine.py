@@ -159,8 +159,7 @@ class Trainer:
                               "or choose another --out")
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").write_text("")
-        config = run_config(self.spec, self.plugins, world_size=self.world,
-                            peak_lr=self.peak_lr, device=str(self.device))
+        config = run_config(self.spec, self.plugins, **self._extra())
         tmp = run_dir / "config.json.tmp"
         tmp.write_text(json.dumps(config, indent=2, default=str))
         tmp.replace(run_dir / "config.json")
@@ -175,9 +174,12 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
             "rng": checkpoint.rng_state(),
-            "config": run_config(self.spec, self.plugins, world_size=self.world,
-                                 peak_lr=self.peak_lr, device=str(self.device)),
+            "config": run_config(self.spec, self.plugins, **self._extra()),
         }
+
+    def _extra(self) -> dict[str, Any]:
+        return {"num_samples": len(self.data), "world_size": self.world,
+                "peak_lr": self.peak_lr, "device": str(self.device)}
 
     def save_checkpoint(self) -> None:
         if distributed.is_main():

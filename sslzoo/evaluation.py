@@ -117,3 +117,67 @@ def evaluate_features(train_feats: Tensor, train_labels: Tensor, test_feats: Ten
         out["linear_top1"] = linear_probe(train_feats, train_labels, test_feats, test_labels,
                                           num_classes)
     return out
+
+
+def evaluate(path: Any, *, data: str | None = None, protocol: str = "all",
+             device: str = "auto", random_init: bool = False, data_root: str | None = None,
+             download: bool = False, plugins: Any = None, write: bool = True) -> dict[str, Any]:
+    """Evaluate a run directory or checkpoint on frozen features.
+
+    Args:
+        path: run directory (``runs/simclr-...``) or checkpoint file.
+        data: data set to evaluate on (default: the one the run trained on); its
+            ``train`` split is the kNN bank / probe training set, ``test`` the queries.
+        protocol: ``knn``, ``linear`` or ``all``.
+        random_init: evaluate the same backbone at random initialisation instead.
+        write: write ``eval.json`` (``eval-random-init.json``) into the run directory.
+
+    Returns:
+        ``knn_top1`` and/or ``linear_top1`` (fractions in [0, 1]) and details.
+    """
+    import json
+
+    from sslzoo.data import load_data
+    from sslzoo.errors import ConfigError, DataError
+    from sslzoo.runs import load_run
+
+    if protocol not in ("knn", "linear", "all"):
+        raise ConfigError(f"protocol must be knn, linear or all, got {protocol!r}")
+    dev = distributed.init_from_env(device)
+    run = load_run(path, dev, plugins=plugins, random_init=random_init)
+    t = run.spec.train
+    name = data or t.data
+    root = data_root if data_root is not None else t.data_root
+    registry = plugins.datasets if plugins is not None else None
+    splits = {}
+    for split in ("train", "test"):
+        d = load_data(name, split, t.image_size, root=root, download=download, registry=registry)
+        images, labels = _images_labels_of(d)
+        if not (labels >= 0).any():
+            raise DataError(f"{name} ({split}) has no labels, so it cannot be evaluated; give "
+                            "labelled data with --data (e.g. an image folder with one subfolder "
+                            "per class)")
+        splits[split] = (images, labels)
+    autocast = dev.type == "cuda"
+    feats = {s: extract_features(run.method, splits[s][0], dev, autocast=autocast) for s in splits}
+    result = evaluate_features(feats["train"], splits["train"][1].to(dev), feats["test"],
+                               splits["test"][1].to(dev), protocol=protocol)
+    result = {"method": run.spec.method_cls.name, "backbone": t.backbone, "data": name,
+              "step": 0 if random_init else run.step, "random_init": random_init,
+              "checkpoint": str(run.checkpoint_path), **result}
+    if write and run.run_dir is not None and distributed.is_main():
+        out = run.run_dir / ("eval-random-init.json" if random_init else "eval.json")
+        out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _images_labels_of(data: Any) -> tuple[Tensor, Tensor]:
+    """uint8 images and labels of a split (streamed data sets are decoded here)."""
+    if hasattr(data, "images"):
+        return data.images, data.labels
+    images, labels = [], []
+    for i in range(len(data)):
+        img, label, _ = data[i]
+        images.append(img)
+        labels.append(int(label))
+    return torch.stack(images), torch.tensor(labels)

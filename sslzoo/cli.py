@@ -1,0 +1,254 @@
+"""The ``sslzoo`` command line: parses, calls the library, formats.
+
+Exit status: 0 on success, 2 on bad usage or input (one line, no traceback), 1 on an
+unexpected failure, 130 when training was interrupted (a checkpoint was written).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sslzoo import config as cfg
+from sslzoo.errors import SslzooError
+
+KINDS = ("methods", "backbones", "augments", "datasets")
+
+
+class Group(click.Group):
+    """Turns library errors into one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SslzooError as exc:
+            raise UserError(str(exc)) from None
+
+
+class UserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sslzoo")
+def cli() -> None:
+    """Self-supervised pretext and contrastive methods for images."""
+
+
+def _plugins() -> Any:
+    from sslzoo.plugins import default_plugins
+
+    return default_plugins()
+
+
+# -- list --------------------------------------------------------------------------------
+@cli.command("list")
+@click.argument("pattern", required=False)
+@click.option("--kind", type=click.Choice(KINDS), help="only this kind of name")
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list")
+def list_(pattern: str | None, kind: str | None, as_json: bool) -> None:
+    """Every method, backbone, augment and data set, with its plugin.
+
+    PATTERN filters names with shell wildcards ('resnet*'); 'timm/PATTERN' lists the
+    timm models that also work as backbones.
+    """
+    from sslzoo.listing import list_rows
+
+    rows = list_rows(_plugins(), pattern=pattern, kind=kind)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(format_list(rows))
+
+
+def format_list(rows: list[dict[str, Any]]) -> str:
+    lines, current = [], None
+    width = max((len(r["name"]) for r in rows), default=10) + 2
+    for r in rows:
+        if r["kind"] != current:
+            current = r["kind"]
+            lines.append(("\n" if lines else "") + f"{current}s:")
+        if "error" in r:
+            lines.append(f"  {r['name']:<{width}}BROKEN (plugin: {r['plugin']} {r['version']}): {r['error']}")
+        else:
+            lines.append(f"  {r['name']:<{width}}{r['summary']}  (plugin: {r['plugin']})")
+    return "\n".join(lines) if lines else "nothing matches"
+
+
+# -- info --------------------------------------------------------------------------------
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def info(name: str, as_json: bool) -> None:
+    """Summary, paper and every hyper-parameter of a method (or augment, backbone, data set)."""
+    from sslzoo.listing import describe_name
+
+    d = describe_name(_plugins(), name)
+    if as_json:
+        click.echo(json.dumps(d, indent=2, default=str))
+        return
+    click.echo(f"{d['name']} ({d['kind']}, plugin: {d['plugin']} {d['version']})")
+    if d.get("summary"):
+        click.echo(d["summary"])
+    if d.get("paper"):
+        click.echo(f"paper: {d['paper']}")
+    for title, key, prefix in (("hyper-parameters", "config", ""),
+                               (f"augmentation ({d.get('augment')})", "augment_config", "aug.")):
+        fields = d.get(key)
+        if not fields:
+            continue
+        click.echo(f"\n{title} (--set {prefix}KEY=VALUE):")
+        for f in fields:
+            click.echo(f"  {prefix}{f['name']} = {cfg.format_value(f['default'])}  [{f['type']}]")
+            if f["help"]:
+                click.echo(f"      {f['help']}")
+
+
+# -- train -------------------------------------------------------------------------------
+@cli.command(context_settings={"show_default": True})
+@click.argument("method")
+@click.option("--data", help="data set name or image folder [default: digits]")
+@click.option("--data-root", help="where data sets are stored / downloaded")
+@click.option("--download", is_flag=True, default=None, help="download the data set if missing")
+@click.option("--backbone", help="backbone: registered name or any timm model [default: small_resnet18]")
+@click.option("--pretrained", is_flag=True, default=None, help="start from pretrained backbone weights")
+@click.option("--image-size", type=int, help="square image size [default: 32]")
+@click.option("--epochs", type=int, help="training epochs [default: 100]")
+@click.option("--max-steps", type=int, help="stop after this many steps")
+@click.option("--batch-size", type=int, help="images per step and process [default: 256]")
+@click.option("--lr", type=float, help="peak learning rate [default: method's rule]")
+@click.option("--clip-grad", type=float, help="clip the gradient norm (0: off)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="[default: auto]")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the method")
+@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm under torchrun")
+@click.option("--augment", help="augment pipeline [default: the method's]")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="a method hyper-parameter, or aug.KEY=VALUE for the augment (repeatable)")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file with [train], [method] and [augment] tables")
+@click.option("--seed", type=int, help="random seed [default: 0]")
+@click.option("--out", help="run directory [default: runs/<method>-<timestamp>]")
+@click.option("--resume", is_flag=True, help="continue the run in --out (default: the latest run of METHOD)")
+@click.option("--eval-every", type=int, help="kNN monitor every N epochs (0: off)")
+@click.option("--checkpoint-every", type=int, help="also checkpoint every N steps")
+@click.option("--log-every", type=int, help="write metrics every N steps [default: 10]")
+@click.option("--num-workers", type=int, help="DataLoader workers for streamed folders")
+@click.option("--nproc", type=int, help="launch N processes on this machine through torchrun")
+def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: bool,
+          compile_: bool | None, nproc: int | None, **options: Any) -> None:
+    """Pretrain METHOD's encoder (`sslzoo list --kind methods` shows them)."""
+    if nproc and nproc > 1:
+        from sslzoo.launch import launch
+
+        sys.exit(launch(nproc, sys.argv[1:]))
+    from sslzoo.build import read_toml, resolve, split_overrides
+    from sslzoo.engine import Trainer
+
+    options["compile"] = compile_
+    given = {k: v for k, v in options.items() if v is not None}
+    toml = read_toml(config_file) if config_file else {}
+    method_sets, aug_sets = split_overrides(cfg.parse_assignments(sets))
+    if resume:
+        spec = _resume_spec(method, given, method_sets, aug_sets)
+    else:
+        train_values = {**toml.get("train", {}), **given, "method": method}
+        spec = resolve(train_values, {**toml.get("method", {}), **method_sets},
+                       {**toml.get("augment", {}), **aug_sets}, _plugins())
+    trainer = Trainer(spec, resume=resume, plugins=_plugins())
+    run_dir = trainer.fit()
+    if trainer.state.interrupted:
+        click.echo(f"interrupted at step {trainer.state.step}; checkpoint saved. Resume with:\n"
+                   f"  sslzoo train {method} --out {run_dir} --resume", err=True)
+        sys.exit(130)
+    click.echo(str(run_dir))
+
+
+RESUMABLE = ("epochs", "max_steps", "device", "precision", "num_workers", "eval_every",
+             "log_every", "checkpoint_every")
+
+
+def _resume_spec(method: str, given: dict[str, Any], method_sets: dict[str, str],
+                 aug_sets: dict[str, str]) -> Any:
+    from sslzoo.build import from_dict
+    from sslzoo.errors import CheckpointError, ConfigError
+
+    if given.get("out"):
+        run_dir = Path(given["out"])
+    else:
+        runs = sorted(Path("runs").glob(f"{method}-*"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise CheckpointError(f"--resume: no runs/{method}-* directory; give --out RUN_DIR")
+        run_dir = runs[-1]
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise CheckpointError(f"--resume: {config_path} does not exist; is {run_dir} a run directory?")
+    saved = json.loads(config_path.read_text())
+    if saved["method"]["name"] != method:
+        raise CheckpointError(f"--resume: {run_dir} is a {saved['method']['name']} run, not {method}")
+    changed = sorted(k for k in given if k not in RESUMABLE + ("out",))
+    if changed or method_sets or aug_sets:
+        raise ConfigError("--resume continues a run with its saved configuration; only "
+                          + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
+                          + f" may change (got {', '.join(changed + list(method_sets) + list(aug_sets))})")
+    saved["train"].update({k: v for k, v in given.items() if k in RESUMABLE})
+    saved["train"]["out"] = str(run_dir)
+    return from_dict(saved, _plugins())
+
+
+# -- eval --------------------------------------------------------------------------------
+@cli.command("eval")
+@click.argument("path", type=click.Path())
+@click.option("--data", help="data set to evaluate on [default: the run's]")
+@click.option("--data-root", help="where data sets are stored")
+@click.option("--download", is_flag=True, help="download the data set if missing")
+@click.option("--protocol", type=click.Choice(["knn", "linear", "all"]), default="all", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--random-init", is_flag=True, help="evaluate the same backbone at random initialisation")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def eval_(path: str, data: str | None, data_root: str | None, download: bool, protocol: str,
+          device: str, random_init: bool, as_json: bool) -> None:
+    """kNN and linear probe on frozen features of a run directory or checkpoint."""
+    from sslzoo.evaluation import evaluate
+
+    result = evaluate(path, data=data, protocol=protocol, device=device, random_init=random_init,
+                      data_root=data_root, download=download, plugins=_plugins())
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{result['method']} ({result['backbone']}, step {result['step']}) on {result['data']}: "
+               f"{result['num_train']} train / {result['num_test']} test images")
+    for key, label in (("knn_top1", f"kNN top-1 (k={result.get('knn_k')}, t=0.07)"),
+                       ("linear_top1", "linear probe top-1")):
+        if key in result:
+            click.echo(f"  {label:<32}{100 * result[key]:6.2f}%")
+
+
+# -- export ------------------------------------------------------------------------------
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="output .pth file")
+def export(path: str, out: str) -> None:
+    """Save the pretrained backbone's weights (timm state_dict names for timm backbones)."""
+    from sslzoo.runs import export_backbone
+
+    click.echo(str(export_backbone(path, out, plugins=_plugins())))
+
+
+def main() -> None:
+    """Console entry point: loads plugin sub-commands, then runs the CLI."""
+    from sslzoo.plugins import add_commands
+
+    try:
+        plugins = _plugins()
+        plugins.broken.extend(add_commands(cli, plugins.manager))
+    except SslzooError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    cli(prog_name="sslzoo")

@@ -1,0 +1,85 @@
+"""Loading finished (or interrupted) runs: a run directory or a checkpoint file."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sslzoo import checkpoint
+from sslzoo.build import RunSpec, build_method, from_dict
+from sslzoo.errors import CheckpointError
+from sslzoo.method import DataInfo, Method
+from sslzoo.plugins import Plugins, default_plugins
+
+
+@dataclass
+class LoadedRun:
+    """A method rebuilt from a run, with its trained weights."""
+
+    spec: RunSpec
+    method: Method
+    run_dir: Path | None
+    checkpoint_path: Path
+    step: int
+    config: dict[str, Any]
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, Path | None]:
+    """``(checkpoint file, run directory or None)`` for a run directory or a ``.pt`` file."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.exists():
+            raise CheckpointError(f"{path} holds no checkpoints/last.pt; is it an sslzoo run "
+                                  "directory (made by `sslzoo train`)?")
+        return ckpt, path
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+        return path, run_dir
+    raise CheckpointError(f"no run directory or checkpoint at {path}")
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu", *,
+             plugins: Plugins | None = None, random_init: bool = False) -> LoadedRun:
+    """Rebuild a run's method and load its weights (``random_init``: keep the freshly
+    initialised weights, the baseline that pretraining must beat)."""
+    plugins = plugins or default_plugins()
+    ckpt_path, run_dir = find_checkpoint(path)
+    ckpt = checkpoint.load(ckpt_path, map_location=device)
+    config = ckpt.get("config")
+    if config is None and run_dir is not None and (run_dir / "config.json").exists():
+        config = json.loads((run_dir / "config.json").read_text())
+    if config is None:
+        raise CheckpointError(f"{ckpt_path} carries no run configuration")
+    spec = from_dict(config, plugins)
+    model_state = ckpt["model"]
+    num_samples = _num_samples(model_state, config)
+    torch.manual_seed(spec.train.seed)
+    method = build_method(spec, DataInfo(num_samples, spec.train.image_size), plugins)
+    if not random_init:
+        missing, unexpected = method.load_state_dict(model_state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{ckpt_path} does not match {spec.method_cls.name}: missing "
+                                  f"{missing[:3]}, unexpected {unexpected[:3]}")
+    method.to(device)
+    return LoadedRun(spec, method, run_dir, ckpt_path, int(ckpt.get("step", 0)), config)
+
+
+def _num_samples(state: dict[str, Any], config: dict[str, Any]) -> int:
+    return int(config.get("num_samples", 0)) or 1
+
+
+def export_backbone(path: str | Path, out: str | Path, *, plugins: Plugins | None = None) -> Path:
+    """Write the run's backbone weights to ``out``.
+
+    For timm backbones the keys are those of ``timm.create_model(name, num_classes=0)``,
+    so ``model.load_state_dict(torch.load(out))`` works on a fresh timm model.
+    """
+    run = load_run(path, "cpu", plugins=plugins)
+    backbone = run.method.encoder
+    inner = getattr(backbone, "model", None)
+    state = (inner if isinstance(inner, torch.nn.Module) else backbone).state_dict()
+    return checkpoint.save_atomic({k: v.detach().clone() for k, v in state.items()}, out)
