@@ -13,7 +13,9 @@ Image folders: class = top-level subfolder name (sorted, as torchvision's ImageF
 a folder with images directly inside it is unlabelled (labels -1, every image below it
 used). ``train/`` plus ``val/`` (preferred) or ``test/`` subfolders are used as the two
 splits; otherwise a labelled folder is split 80/20 per class with seed 0 (see
-:func:`stratified_split`) and an unlabelled one is all training data, with no test split.
+:func:`stratified_split`), and an unlabelled one is all training data with an empty test
+split. Code that needs labels checks for them (:func:`require_labels`), so evaluating an
+unlabelled folder fails with a clear error while pretraining on it works.
 """
 from __future__ import annotations
 
@@ -187,13 +189,8 @@ def _folder_split(root: Path, split: str) -> tuple[list[Path], list[int], list[s
     items = _scan(root)
     files = [p for p, _ in items]
     names = sorted({c for _, c in items if c is not None})
-    if not names:
-        if split == "test":
-            raise DataError(
-                f"{root} is unlabelled (images directly in it, no class subfolders) and has no "
-                "val/ or test/ subfolder, so it has no test split; evaluation needs labels: "
-                "put the images in one subfolder per class")
-        return files, [-1] * len(files), None
+    if not names:  # unlabelled: all of it is training data, the test split is empty
+        return (files, [-1] * len(files), None) if split == "train" else ([], [], None)
     index = {c: i for i, c in enumerate(names)}
     labels = torch.tensor([index[c] for _, c in items])
     keep = stratified_split(labels)[SPLITS.index(split)].tolist()
@@ -240,6 +237,9 @@ def load_folder(path: str | Path, split: str, image_size: int, *,
         raise DataError(f"{root} is a file; --data takes a data set name or a folder of images")
     _check_split(split, SPLITS, str(root))
     files, labels, classes = _folder_split(root, split)
+    if not files:
+        return ImageData(torch.empty((0, 3, image_size, image_size), dtype=torch.uint8),
+                         torch.empty(0, dtype=torch.long), classes, str(root))
     if len(files) * 3 * image_size ** 2 > memory_budget:
         return StreamingDataset(files, labels, image_size, classes, str(root))
     images = torch.empty((len(files), 3, image_size, image_size), dtype=torch.uint8)
@@ -492,7 +492,8 @@ def sample_images(data: ImageData | Dataset, n: int, seed: int = 0) -> Tensor:
     idx = torch.randperm(len(data), generator=g)[:n]
     if isinstance(data, ImageData):
         return data.images.index_select(0, idx.to(data.images.device))
-    return torch.stack([data[i][0] for i in idx.tolist()])
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
+        return torch.stack(list(pool.map(lambda i: data[i][0], idx.tolist())))
 
 
 # ------------------------------------------------------------------------------ loaders

@@ -107,16 +107,17 @@ def test_folder_resizes_shorter_side_then_centre_crops(tmp_path):
     assert data.images.max() < 40
 
 
-def test_flat_folder_is_unlabelled_and_has_no_test_split(tmp_path, registry):
+def test_flat_folder_is_unlabelled_training_data_with_an_empty_test_split(tmp_path, registry):
     for i in range(3):
         _save(tmp_path / f"{i}.jpg")
     data = load_data(str(tmp_path), "train", 8, registry=registry)
     assert isinstance(data, ImageData) and len(data) == 3
     assert data.labels.tolist() == [-1, -1, -1] and not data.labelled and data.classes is None
-    with pytest.raises(DataError, match="unlabelled.*subfolder per class"):
-        load_data(str(tmp_path), "test", 8, registry=registry)
-    with pytest.raises(DataError, match="evaluation needs labels"):
-        require_labels(data)
+    test = load_data(str(tmp_path), "test", 8, registry=registry)
+    assert len(test) == 0 and test.images.shape == (0, 3, 8, 8) and not test.labelled
+    for split in (data, test):
+        with pytest.raises(DataError, match="evaluation needs labels.*subfolder per class"):
+            require_labels(split)
 
 
 def test_train_val_subfolders_are_the_splits(tmp_path):
@@ -145,6 +146,8 @@ def test_big_folder_streams_and_streaming_loader_batches(labelled_folder):
     assert torch.equal(x, memory.images[idx].float() / 255)
     loader.skip(1)
     assert torch.equal(next(iter(loader))[1], batches[1][1])
+    picked = sample_images(data, 3, seed=0)
+    assert picked.shape == (3, 3, 8, 8) and picked.dtype == torch.uint8
 
 
 def test_empty_folder_missing_path_and_corrupt_file_errors(tmp_path, registry):
