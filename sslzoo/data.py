@@ -90,7 +90,8 @@ def resize_square(x: Tensor, size: int, chunk: int = 1024) -> Tensor:
     ``x`` holds values in ``0..255`` (uint8 or float); the result is uint8.
     """
     if x.shape[-2:] == (size, size):
-        return x.round().clamp(0, 255).to(torch.uint8) if x.is_floating_point() else x
+        x = x.round().clamp(0, 255).to(torch.uint8) if x.is_floating_point() else x
+        return x.contiguous()
     out = torch.empty((*x.shape[:-2], size, size), dtype=torch.uint8)
     for i in range(0, len(x), chunk):
         y = F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
@@ -232,7 +233,7 @@ def load_folder(path: str | Path, split: str, image_size: int, *,
     """
     root = Path(path).expanduser()
     if not root.exists():
-        raise DataError(f"no such folder: {root}")
+        raise DataError(f"no such folder: {root.absolute()}")
     if not root.is_dir():
         raise DataError(f"{root} is a file; --data takes a data set name or a folder of images")
     _check_split(split, SPLITS, str(root))
@@ -455,7 +456,8 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
         if path.exists() or any(s in name_or_path for s in ("/", os.sep, "~")) \
                 or name_or_path.startswith("."):
             return load_folder(path, split, image_size, memory_budget=memory_budget)
-    entry = registry.get(name_or_path, hint="--data also takes the path of an image folder")
+    entry = registry.get(name_or_path, hint="--data also takes the path of an image folder "
+                                             f"(and there is no {Path(name_or_path).resolve()})")
     kwargs = {}
     if "memory_budget" in inspect.signature(entry.obj).parameters:
         kwargs["memory_budget"] = memory_budget
@@ -542,7 +544,8 @@ class _EpochOrder:
         """This rank's sample indices for the current epoch, in order."""
         if self.shuffle:
             # torch's CPU generator keeps 32 bits of its seed: mix (seed, epoch) into them.
-            mixed = np.random.SeedSequence([self.seed % 2 ** 64, self.epoch % 2 ** 64]).generate_state(1)[0]
+            entropy = [self.seed % 2 ** 64, self.epoch % 2 ** 64]
+            mixed = np.random.SeedSequence(entropy).generate_state(1)[0]
             g = torch.Generator().manual_seed(int(mixed))
             order = torch.randperm(self.n, generator=g)
         else:

@@ -9,7 +9,7 @@ from PIL import Image
 from sslzoo.data import (DATASETS, DeviceLoader, ImageData, StreamingDataset, StreamingLoader,
                          load_data, load_folder, make_loader, require_labels, sample_images,
                          stratified_split)
-from sslzoo.errors import DataError, UnknownNameError
+from sslzoo.errors import DataError, PluginError, UnknownNameError
 from sslzoo.registry import Entry, Registry
 
 
@@ -144,6 +144,9 @@ def test_big_folder_streams_and_streaming_loader_batches(labelled_folder):
     assert torch.equal(y, data.labels[idx])
     memory = load_folder(labelled_folder, "train", 8)
     assert torch.equal(x, memory.images[idx].float() / 255)
+    in_memory = make_loader(memory, 3, "cpu", shuffle=True, drop_last=False, seed=1)
+    assert isinstance(in_memory, DeviceLoader)
+    assert [b[1].tolist() for b in in_memory] == [b[1].tolist() for b in batches]
     loader.skip(1)
     assert torch.equal(next(iter(loader))[1], batches[1][1])
     picked = sample_images(data, 3, seed=0)
@@ -178,9 +181,36 @@ def test_default_registry_holds_the_core_data_sets():
     assert len(data) == 128
 
 
-def test_cifar10_missing_without_download_says_how_to_fix(tmp_path, registry):
-    with pytest.raises(DataError, match="--download"):
-        load_data("cifar10", "train", 32, root=tmp_path, registry=registry)
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "stl10+unlabeled"])
+def test_torchvision_set_missing_without_download_says_how_to_fix(tmp_path, registry, name):
+    stem = name.split("+")[0]
+    with pytest.raises(DataError, match=f"{stem} not found in .*--download.*--data-root"):
+        load_data(name, "train", 32, root=tmp_path, registry=registry)
+
+
+def test_plugin_factories_are_called_with_the_documented_arguments(tmp_path, registry):
+    calls = []
+
+    def tiny(split, image_size, root, download):
+        calls.append((split, image_size, root, download))
+        return ImageData(torch.zeros(2, 3, image_size, image_size, dtype=torch.uint8),
+                         torch.tensor([0, 1]), ["a", "b"])
+
+    reg = Registry("dataset")
+    reg.add(Entry("dataset", "tiny", tiny, "sslzoo-tiny", "1", __name__, ""))
+    reg.add(Entry("dataset", "broken", lambda *a: [1, 2], "sslzoo-broken", "1", __name__, ""))
+    assert len(load_data("tiny", "test", 16, root=tmp_path, download=True, registry=reg)) == 2
+    assert calls == [("test", 16, tmp_path, True)]
+    with pytest.raises(PluginError, match="'broken' from 'sslzoo-broken' returned list"):
+        load_data("broken", "train", 16, registry=reg)
+
+
+def test_a_file_or_a_bad_split_is_a_clear_error(tmp_path, registry):
+    image = _save(tmp_path / "one.png")
+    with pytest.raises(DataError, match="is a file; --data takes a data set name or a folder"):
+        load_data(str(image), "train", 8, registry=registry)
+    with pytest.raises(DataError, match="digits has no split 'val'; choose from train, test"):
+        load_data("digits", "val", 8, registry=registry)
 
 
 # ------------------------------------------------------------------------------ loaders
