@@ -458,9 +458,11 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
             return load_folder(path, split, image_size, memory_budget=memory_budget)
     entry = registry.get(name_or_path, hint="--data also takes the path of an image folder "
                                              f"(and there is no {Path(name_or_path).resolve()})")
-    kwargs = {}
-    if "memory_budget" in inspect.signature(entry.obj).parameters:
-        kwargs["memory_budget"] = memory_budget
+    try:
+        takes_budget = "memory_budget" in inspect.signature(entry.obj).parameters
+    except (TypeError, ValueError):  # a callable without an inspectable signature
+        takes_budget = False
+    kwargs = {"memory_budget": memory_budget} if takes_budget else {}
     data = entry.obj(split, image_size, root, download, **kwargs)
     if not isinstance(data, (ImageData, Dataset)):
         raise PluginError(f"data set {name_or_path!r} from {entry.plugin!r} returned "

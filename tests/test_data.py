@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from sslzoo.data import (DATASETS, DeviceLoader, ImageData, StreamingDataset, StreamingLoader,
                          load_data, load_folder, make_loader, require_labels, sample_images,
@@ -49,10 +50,14 @@ def test_digits_split_is_disjoint_stratified_and_covers_all(registry):
     # Each class keeps ~20% in test; every image is in exactly one split.
     counts = test.labels.bincount() / (test.labels.bincount() + train.labels.bincount())
     assert ((counts - 0.2).abs() < 0.02).all()
-    train_idx, test_idx = stratified_split(torch.from_numpy(
-        __import__("sklearn.datasets").datasets.load_digits().target))
-    assert set(train_idx.tolist()).isdisjoint(test_idx.tolist())
-    assert len(set(train_idx.tolist()) | set(test_idx.tolist())) == 1797
+    # At 8x8 (no resize) the two splits together are exactly the 1,797 digits, each once.
+    full = load_digits()
+    expected = sorted((int(y), tuple((x.flatten() * 255 / 16).round().astype(int)))
+                      for x, y in zip(full.images, full.target))
+    small = [load_data("digits", s, 8, registry=registry) for s in ("train", "test")]
+    got = sorted((int(y), tuple(x[0].flatten().tolist()))
+                 for d in small for x, y in zip(d.images, d.labels))
+    assert got == expected
     # RGB made from grayscale, values spread over 0..255.
     assert torch.equal(train.images[:, 0], train.images[:, 1])
     assert train.images.max() == 255 and train.images.min() == 0
@@ -295,3 +300,13 @@ def test_require_labels_keeps_only_labelled_samples(small):
     mixed = ImageData(small.images, labels, small.classes)
     kept = require_labels(mixed)
     assert len(kept) == 40 and (kept.labels >= 0).all()
+
+
+def test_stratified_split_rounds_per_class_and_keeps_singletons_and_unlabelled_in_train():
+    labels = torch.tensor([0] * 10 + [1] * 3 + [2] + [-1] * 4)
+    train, test = stratified_split(labels, seed=5)
+    assert sorted(labels[test].tolist()) == [0, 0, 1]  # round(2.0), round(0.6), round(0.2)
+    assert sorted(train.tolist() + test.tolist()) == list(range(len(labels)))
+    assert set(range(13, 18)) <= set(train.tolist())
+    assert torch.equal(test, stratified_split(labels, seed=5)[1])
+    assert not torch.equal(test, stratified_split(labels, seed=6)[1])
