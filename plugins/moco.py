@@ -1,0 +1,188 @@
+"""MoCo: momentum contrast with a queue of negative keys (v1 and v2).
+
+He, Fan, Wu, Xie and Girshick, "Momentum Contrast for Unsupervised Visual Representation
+Learning", CVPR 2020. https://arxiv.org/abs/1911.05722
+Chen, Fan, Girshick and He, "Improved Baselines with Momentum Contrastive Learning",
+arXiv:2003.04297, 2020 (MoCo v2), chosen with ``--set version=1|2``.
+
+A query encoder (backbone + head) is trained with InfoNCE (Eq. 1) against one positive
+key, the other view of the same image encoded by a key encoder, and the K keys of a queue
+(:class:`sslzoo.momentum.KeyQueue`). The key encoder is a copy of the query encoder that
+receives no gradient and follows it by momentum, ``theta_k <- m theta_k + (1 - m)
+theta_q`` (Eq. 2). Defaults: "K = 65536", "m = 0.999", "T = 0.07", a 128-d fc output, SGD
+with "weight decay 0.0001, momentum 0.9", "learning rate 0.03" for "a mini-batch size of
+256" (Sec. 4.1). v2: "we replace the fc head in MoCo with a 2-layer MLP head (hidden
+layer 2048-d, with ReLU)", temperature 0.2, "a cosine learning rate schedule" and the
+blur augmentation (registered as ``moco-v2``; v1 uses ``moco-v1``). v2 is the default
+because it is the stronger recipe.
+
+Where the papers leave details open, the official code (facebookresearch/moco) is
+followed: the key encoder is updated at the start of each forward pass, before the keys
+are computed; the keys of the whole (gathered) batch are enqueued after the loss; the
+queue size must be a multiple of the global batch size; weight decay applies to every
+parameter (``SGD(model.parameters(), ...)``). v1 also uses the cosine schedule here (the
+paper's v1 uses steps at 120 and 160 of 200 epochs; the engine offers cosine or constant).
+
+Shuffling BN (Sec. 3.3): under torchrun the key batch is shuffled across processes and
+each process normalises its share, as the official ``_batch_shuffle_ddp`` does. On one
+process the batch is split into ``shuffle_bn_groups`` sub-batches that batch norm
+normalises separately, simulating that many GPUs as the official single-GPU CIFAR-10
+demo does with ``SplitBatchNorm`` (``--bn-splits 8``): queries in their order, keys in a
+shuffled order, so a query and its positive key never share batch statistics by
+construction.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import sslzoo
+from sslzoo import distributed
+from sslzoo.config import hp
+from sslzoo.errors import ConfigError
+from sslzoo.heads import ProjectionHead
+from sslzoo.losses import info_nce
+from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.momentum import (KeyQueue, batch_shuffle, batch_unshuffle, forward_bn_groups,
+                             momentum_update)
+
+TEMPERATURE = {1: 0.07, 2: 0.2}   # MoCo v1 Sec. 4.1 "T = 0.07"; v2 Table 1 ("tau = 0.2")
+
+
+class MoCo(Method):
+    """MoCo v1/v2: momentum key encoder, queue of negatives, InfoNCE."""
+
+    name: ClassVar[str] = "moco"
+    paper: ClassVar[str] = (
+        "He et al., Momentum Contrast for Unsupervised Visual Representation Learning, "
+        "CVPR 2020. https://arxiv.org/abs/1911.05722; v2: Chen et al., Improved Baselines "
+        "with Momentum Contrastive Learning, 2020. https://arxiv.org/abs/2003.04297")
+    default_augment: ClassVar[str] = "moco-v2"
+
+    @dataclass
+    class Config(OptimConfig):
+        lr: float = hp(0.03, "learning rate per 256 images (paper: 0.03 for a batch of 256)", gt=0)
+        momentum: float = hp(0.9, "SGD momentum (paper: 0.9)", ge=0, lt=1)
+        weight_decay: float = hp(1e-4, "weight decay on all parameters (paper: 0.0001)", ge=0)
+        schedule: Literal["cosine", "constant"] = hp(
+            "cosine", "learning-rate schedule (v2: cosine; v1's steps at 120/160 of 200 "
+                      "epochs are not offered, cosine is used)")
+        version: Literal[1, 2] = hp(2, "1: MoCo (fc head, T=0.07, moco-v1 augment); "
+                                       "2: MoCo v2 (MLP head, T=0.2, blur)", choices=(1, 2))
+        dim: int = hp(128, "key/query width (paper: 'the output is a 128-D vector')", ge=1)
+        mlp_hidden_dim: int = hp(2048, "v2 head hidden width (v2: 'hidden layer 2048-d')", ge=1)
+        queue_size: int = hp(65536, "number of negative keys K (paper: 65536); a multiple of "
+                                    "the global batch size", ge=1)
+        key_momentum: float = hp(0.999, "key encoder momentum m (paper: 0.999)", ge=0, le=1)
+        temperature: float | None = hp(None, "InfoNCE temperature; default 0.07 for v1 "
+                                             "(paper), 0.2 for v2 (v2 paper)", gt=0)
+        shuffle_bn_groups: int = hp(8, "one process only: batch norm over this many "
+                                       "sub-batches, simulating GPUs (official 1-GPU demo: "
+                                       "8); 1 = whole batch", ge=1)
+
+        def __post_init__(self) -> None:
+            if self.version not in TEMPERATURE:
+                raise ConfigError(f"version must be 1 or 2, got {self.version!r}; "
+                                  "set it with --set version=2")
+            if self.temperature is None:
+                self.temperature = TEMPERATURE[self.version]
+
+    def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
+                 data: DataInfo) -> None:
+        super().__init__(backbone, config, augment, data)
+        c = config
+        self.head = self.build_head(backbone.num_features, c)
+        self.key_backbone = copy.deepcopy(backbone)
+        self.key_head = copy.deepcopy(self.head)
+        for p in self.key_parameters():
+            p.requires_grad_(False)
+        self.queue = KeyQueue(c.queue_size, c.dim)
+        if c.queue_size > data.num_samples:
+            warnings.warn(
+                f"queue_size={c.queue_size} exceeds the {data.num_samples} training images, so "
+                "the queue holds older keys of the very images used as queries (the paper's "
+                "65536 is for ImageNet's 1.28M images; the official CIFAR-10 demo uses 4096); "
+                "consider --set queue_size=<a multiple of the batch size below that>",
+                stacklevel=2)
+
+    @staticmethod
+    def build_head(num_features: int, config: Any) -> ProjectionHead:
+        """v1: "a fc layer (with 128-D output)"; v2: Linear-ReLU-Linear, no batch norm."""
+        if config.version == 1:
+            return ProjectionHead([num_features, config.dim])
+        return ProjectionHead([num_features, config.mlp_hidden_dim, config.dim], batch_norm=False)
+
+    @classmethod
+    def augment_name(cls, config: Any) -> str:
+        return "moco-v1" if config.version == 1 else "moco-v2"
+
+    def key_parameters(self) -> chain[nn.Parameter]:
+        """Parameters of the key encoder (never optimised)."""
+        return chain(self.key_backbone.parameters(), self.key_head.parameters())
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The query encoder's parameters in one group: the official code applies weight
+        decay to all of them, biases and batch-norm weights included."""
+        keys = {id(p) for p in self.key_parameters()}
+        return [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in keys]}]
+
+    def training_step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
+        self.check_batch_size(images.shape[0])
+        groups = self.config.shuffle_bn_groups if distributed.world_size() == 1 else 1
+        x_q = self.preprocess(self.augment(images))                 # (B, C, S, S)
+        x_k = self.preprocess(self.augment(images))
+        q = F.normalize(forward_bn_groups(self.query_encoder(), x_q, groups), dim=1)  # (B, D)
+        with torch.no_grad():
+            # official code: update the key encoder first, then compute the keys
+            momentum_update(self.backbone, self.key_backbone, self.config.key_momentum)
+            momentum_update(self.head, self.key_head, self.config.key_momentum)
+            x_k, unshuffle = batch_shuffle(x_k)
+            k = forward_bn_groups(self.key_encoder(), x_k, groups)
+            k = F.normalize(batch_unshuffle(k, unshuffle), dim=1)    # (B, D)
+        # a copy, because the queue is updated in place before backward
+        negatives = self.queue.keys.clone()                          # (K, D)
+        loss = info_nce(q, k, negatives, self.config.temperature)
+        with torch.no_grad():
+            pos = (q.float() * k.float()).sum(1)                     # (B,)
+            acc = (pos > (q.float() @ negatives.T).max(1).values).float().mean()
+        self.queue.push(distributed.gather(k.contiguous()))
+        return {"loss": loss, "acc": acc}
+
+    def query_encoder(self) -> nn.Sequential:
+        """Backbone and head of the queries (a view of registered modules)."""
+        return nn.Sequential(self.backbone, self.head)
+
+    def key_encoder(self) -> nn.Sequential:
+        """Backbone and head of the keys (a view of registered modules)."""
+        return nn.Sequential(self.key_backbone, self.key_head)
+
+    def check_batch_size(self, batch: int) -> None:
+        """The official code's ``assert K % batch_size == 0`` and the BN groups, as errors
+        that say how to fix them (the batch size is only known at the first step)."""
+        c, world = self.config, distributed.world_size()
+        total = batch * world
+        if c.queue_size % total:
+            per = f" ({batch} per process x {world} processes)" if world > 1 else ""
+            fit = max(total, c.queue_size // total * total)
+            raise ConfigError(
+                f"queue_size={c.queue_size} must be a multiple of the global batch size "
+                f"{total}{per}, as in the official MoCo code; set --set queue_size={fit} "
+                "or choose a batch size that divides the queue size")
+        if world == 1 and c.shuffle_bn_groups > 1 and (
+                batch % c.shuffle_bn_groups or batch // c.shuffle_bn_groups < 2):
+            raise ConfigError(
+                f"the batch size {batch} must be a multiple of shuffle_bn_groups="
+                f"{c.shuffle_bn_groups} with at least 2 images per group; set --set "
+                "shuffle_bn_groups=<a divisor of the batch size> (1 disables the split)")
+
+
+@sslzoo.hookimpl
+def register_methods(register: Any) -> None:
+    register(MoCo)

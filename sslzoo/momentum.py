@@ -1,0 +1,240 @@
+"""Momentum encoders, a FIFO queue of keys, and shuffling batch norm.
+
+He, Fan, Wu, Xie and Girshick, "Momentum Contrast for Unsupervised Visual Representation
+Learning", CVPR 2020 (https://arxiv.org/abs/1911.05722), and the official code
+(facebookresearch/moco, ``moco/builder.py``):
+
+- :func:`momentum_update`, Eq. (2): "theta_k <- m theta_k + (1 - m) theta_q", applied to
+  the parameters (not the batch-norm buffers) as the official code does.
+- :class:`KeyQueue`, Sec. 3.2: "the current mini-batch is enqueued to the dictionary, and
+  the oldest mini-batch in the queue is removed".
+- :func:`batch_shuffle` / :func:`batch_unshuffle`, Sec. 3.3 "Shuffling BN": "we shuffle
+  the sample order in the current mini-batch for the key encoder before distributing it
+  among GPUs (and shuffle back after encoding)". Under torch.distributed this is the
+  official ``_batch_shuffle_ddp`` / ``_batch_unshuffle_ddp``; on one process it is a
+  plain random permutation.
+- :func:`split_batch_norm` / :func:`forward_bn_groups`: on one process, batch norm that
+  normalises each of G sub-batches with its own statistics, simulating G GPUs as the
+  official single-GPU CIFAR-10 demo's ``SplitBatchNorm`` does.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from sslzoo import distributed
+
+
+@torch.no_grad()
+def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
+    """``theta_target <- m * theta_target + (1 - m) * theta_online``, in place.
+
+    MoCo's Eq. (2); ``m = 0.999`` in the paper ("a relatively large momentum (e.g.,
+    m = 0.999, our default) works much better than a smaller value"). Only parameters
+    are updated: buffers such as batch-norm running statistics are the target's own.
+
+    Args:
+        online: the encoder trained by back-propagation (MoCo's query encoder).
+        target: a copy of ``online`` (same parameters in the same order).
+        m: momentum in ``[0, 1]``; 1 leaves ``target`` unchanged, 0 copies ``online``.
+
+    Raises:
+        ValueError: ``m`` outside ``[0, 1]`` or ``target`` not shaped like ``online``.
+    """
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {m}")
+    src, dst = list(online.parameters()), list(target.parameters())
+    if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src, dst)):
+        raise ValueError("the target encoder must be a copy of the online encoder "
+                         f"({len(dst)} vs {len(src)} parameter tensors, or shapes differ)")
+    torch._foreach_mul_(dst, m)
+    torch._foreach_add_(dst, src, alpha=1.0 - m)
+
+
+class KeyQueue(nn.Module):
+    """A FIFO queue of ``size`` key vectors, the dictionary of negatives of MoCo.
+
+    The official code initialises the queue with random unit vectors ("self.queue =
+    nn.functional.normalize(torch.randn(dim, K), dim=0)") and replaces the oldest
+    mini-batch at a pointer that wraps around; it requires the queue size to be a
+    multiple of the number of keys enqueued at once ("assert self.K % batch_size == 0").
+    Both the keys and the pointer are persistent buffers, so checkpoints resume exactly.
+
+    Args:
+        size: number of keys ``K``.
+        dim: key width ``D``.
+
+    Attributes:
+        keys: ``(K, D)`` float32; row ``i`` is one key.
+        ptr: ``()`` long, the row where the next batch of keys is written.
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"a key queue needs size >= 1 and dim >= 1, got {size} x {dim}")
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.keys.shape[1]
+
+    @torch.no_grad()
+    def push(self, keys: Tensor) -> None:
+        """Enqueue ``keys`` ``(N, D)`` in place of the ``N`` oldest keys.
+
+        Raises:
+            ValueError: ``N`` does not divide the queue size, or ``keys`` is not ``(N, D)``.
+        """
+        n = keys.shape[0]
+        if keys.ndim != 2 or keys.shape[1] != self.dim:
+            raise ValueError(f"keys must be (N, {self.dim}), got {tuple(keys.shape)}")
+        if self.size % n:
+            raise ValueError(f"the queue size {self.size} must be a multiple of the number of "
+                             f"keys enqueued at once, got {n}")
+        rows = (self.ptr + torch.arange(n, device=self.ptr.device)) % self.size   # (N,)
+        self.keys.index_copy_(0, rows, keys.detach().to(self.keys.dtype))
+        self.ptr.copy_((self.ptr + n) % self.size)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"
+
+
+@torch.no_grad()
+def batch_shuffle(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Shuffle the global batch across processes; each keeps its share of the result.
+
+    Every process passes its own ``(B, ...)`` (all the same ``B``). The ``W * B`` samples
+    of the ``W`` processes are gathered, permuted by one random permutation drawn on
+    rank 0 and broadcast, and process ``r`` receives rows ``r*B .. (r+1)*B - 1`` of the
+    permuted batch. On one process this is ``x[perm]``.
+
+    Returns:
+        The shuffled share ``(B, ...)`` and the index ``(W*B,)`` that
+        :func:`batch_unshuffle` needs to restore the order.
+    """
+    x_all = distributed.gather(x)                                   # (W*B, ...)
+    perm = torch.randperm(x_all.shape[0], device=x.device)
+    distributed.broadcast_(perm, src=0)
+    return x_all[_share(perm, x.shape[0])], torch.argsort(perm)
+
+
+@torch.no_grad()
+def batch_unshuffle(x: Tensor, unshuffle: Tensor) -> Tensor:
+    """Undo :func:`batch_shuffle`: each process gets back the rows of its own inputs.
+
+    Args:
+        x: this process's ``(B, ...)`` results for its shuffled share.
+        unshuffle: the index :func:`batch_shuffle` returned.
+    """
+    x_all = distributed.gather(x)                                   # (W*B, ...)
+    return x_all[_share(unshuffle, x.shape[0])]
+
+
+def _share(index: Tensor, batch: int) -> Tensor:
+    """This rank's ``batch`` entries of a global ``(W*B,)`` index."""
+    return index.view(-1, batch)[distributed.rank()]
+
+
+def _split_forward(bn: _BatchNorm, groups: int, x: Tensor) -> Tensor:
+    """``bn`` applied to each of ``groups`` sub-batches with that sub-batch's statistics.
+
+    Sub-batch ``g`` holds samples ``g, g + G, g + 2G, ...``, which makes the split a free
+    reshape ``(N, C, *) -> (N/G, G*C, *)`` (the batch is in random order, so which
+    samples share a group does not matter). The running statistics move by the mean of
+    the G groups' updates, as in the official demo's ``SplitBatchNorm``.
+    """
+    if not bn.training and bn.running_mean is not None:
+        return _BatchNorm.forward(bn, x)                            # running statistics
+    n, c = x.shape[:2]
+    if n % groups:
+        raise ValueError(f"a batch of {n} cannot be split into {groups} equal groups")
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    track = bn.training and bn.track_running_stats and bn.running_mean is not None
+    if track and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    mean = bn.running_mean.repeat(groups) if track else None        # (G*C,)
+    var = bn.running_var.repeat(groups) if track else None
+    weight = bn.weight.repeat(groups) if bn.weight is not None else None
+    bias = bn.bias.repeat(groups) if bn.bias is not None else None
+    out = F.batch_norm(x.reshape(n // groups, groups * c, *x.shape[2:]),  # (N/G, G*C, *)
+                       mean, var, weight, bias, True, factor, bn.eps)
+    if track:
+        with torch.no_grad():
+            bn.running_mean.copy_(mean.view(groups, c).mean(0))
+            bn.running_var.copy_(var.view(groups, c).mean(0))
+    out = out.reshape(x.shape)                                      # (N, C, *)
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def _standard_batch_norms(module: nn.Module) -> list[_BatchNorm] | None:
+    """The batch-norm layers of ``module``, or None if one has its own ``forward``."""
+    layers = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    if any(type(m).forward is not _BatchNorm.forward for m in layers):
+        return None
+    return layers
+
+
+@contextlib.contextmanager
+def split_batch_norm(module: nn.Module, groups: int) -> Iterator[nn.Module]:
+    """Within the block, every batch-norm layer of ``module`` normalises ``groups``
+    sub-batches separately (see :func:`_split_forward`), as G GPUs would.
+
+    Works for ``BatchNorm1d/2d/3d``; for layers with a ``forward`` of their own (timm's
+    ``BatchNormAct2d``, ``SyncBatchNorm``) use :func:`forward_bn_groups`, which falls
+    back to one forward pass per group.
+
+    Raises:
+        ValueError: a batch-norm layer overrides ``forward``.
+    """
+    layers = _standard_batch_norms(module)
+    if layers is None:
+        raise ValueError("split_batch_norm supports torch's BatchNorm1d/2d/3d layers only; "
+                         "use forward_bn_groups")
+    if groups == 1:
+        yield module
+        return
+    for bn in layers:
+        bn.forward = functools.partial(_split_forward, bn, groups)   # instance attribute
+    try:
+        yield module
+    finally:
+        for bn in layers:
+            del bn.forward
+
+
+def forward_bn_groups(module: nn.Module, x: Tensor, groups: int) -> Tensor:
+    """``module(x)`` with batch-norm statistics computed per group of ``N / groups``.
+
+    Uses :func:`split_batch_norm` (one pass over the whole batch) when every batch-norm
+    layer is a plain torch one; otherwise runs ``module`` on each group in turn, which
+    gives the same outputs (running statistics then move once per group).
+
+    Raises:
+        ValueError: ``len(x)`` is not a multiple of ``groups``.
+    """
+    if groups == 1:
+        return module(x)
+    if x.shape[0] % groups:
+        raise ValueError(f"a batch of {x.shape[0]} cannot be split into {groups} equal groups")
+    if _standard_batch_norms(module) is not None:
+        with split_batch_norm(module, groups):
+            return module(x)
+    n = x.shape[0]
+    order = torch.arange(n, device=x.device).view(-1, groups).T.reshape(-1)  # groups in turn
+    out = torch.cat([module(x[idx]) for idx in order.view(groups, -1)])
+    return out[torch.argsort(order)]
