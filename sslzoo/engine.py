@@ -312,7 +312,7 @@ def run_config(spec: RunSpec, plugins: Plugins, **extra: Any) -> dict[str, Any]:
 
     return {
         **spec.to_dict(),
-        "versions": {"sslzoo": sslzoo.__version__, "torch": torch.__version__,
+        "versions": {"sslzoo": sslzoo.__version__, "torch": str(torch.__version__),
                      "python": sys.version.split()[0], "plugins": plugins.versions()},
         "method_plugin": plugins.methods.get(spec.method_cls.name).plugin,
         **extra,
