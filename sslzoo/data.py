@@ -20,6 +20,7 @@ unlabelled folder fails with a clear error while pretraining on it works.
 from __future__ import annotations
 
 import colorsys
+import functools
 import inspect
 import math
 import os
@@ -270,6 +271,16 @@ def _check_split(split: str, valid: Sequence[str], name: str) -> None:
         raise DataError(f"{name} has no split {split!r}; choose from {', '.join(valid)}")
 
 
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[Tensor, Tensor]:
+    """The bundled digits as ``(1797, 8, 8)`` float in 0..255 and int64 labels (cached)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float().mul_(255 / 16)
+    return images, torch.from_numpy(bunch.target).long()
+
+
 def digits(split: str, image_size: int, root: str | Path | None = None,
            download: bool = False) -> ImageData:
     """scikit-learn's 1,797 handwritten digits (8x8, bundled, offline), upscaled to RGB.
@@ -277,12 +288,8 @@ def digits(split: str, image_size: int, root: str | Path | None = None,
     Pixel values 0..16 are scaled to 0..255 and upscaled bilinearly (antialiased) to
     ``image_size``; the split is :func:`stratified_split` with seed 0 (1,438 / 359).
     """
-    from sklearn.datasets import load_digits
-
     _check_split(split, SPLITS, "digits")
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images).float().mul_(255 / 16)  # (N, 8, 8) in 0..255
-    y = torch.from_numpy(bunch.target).long()
+    x, y = _digits_arrays()
     idx = stratified_split(y)[SPLITS.index(split)]
     images = resize_square(x[idx, None], image_size).expand(-1, 3, -1, -1).contiguous()
     return ImageData(images, y[idx], [str(d) for d in range(10)], "digits")
