@@ -100,3 +100,96 @@ def info_nce(query: Tensor, positive_key: Tensor, negative_keys: Tensor | None =
     logits = torch.cat([pos, negs], dim=1) / temperature    # (N, 1 + K)
     labels = torch.zeros(len(q), dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels)
+
+
+def nce_loss(log_p_data: Tensor, log_p_noise: Tensor, noise_prob: float) -> Tensor:
+    """Noise-contrastive estimation of a non-parametric softmax (InstDisc).
+
+    Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance
+    Discrimination", CVPR 2018, Sec. 3.2 (after Gutmann and Hyvarinen 2010): with the
+    model probability ``P(i|v) = exp(v^T f_i / t) / Z`` (Eq. (4)) and uniform noise
+    ``P_n = 1/n``, "the posterior probability of sample i with feature v being from the
+    data distribution (denoted by D = 1) is h(i, v) = P(i|v) / (P(i|v) + m P_n(i))"
+    (Eq. (5), ``m`` = K noise samples per data sample), and the loss is
+    ``J_NCE = -E_{P_d}[log h(i, v)] - m E_{P_n}[log(1 - h(i, v'))]`` (Eq. (6)).
+
+    As the official ``NCECriterion`` (zhirongw/lemniscate.pytorch), each data sample
+    comes with its own K noise samples and the sum over the batch is divided by the
+    batch size. Computed in log space: ``log h = -softplus(log(K P_n) - log P)`` and
+    ``log(1 - h) = -softplus(log P - log(K P_n))``, which needs no epsilon.
+
+    Args:
+        log_p_data: ``(N,)`` ``log P(i|v)`` of each sample's own (data) entry.
+        log_p_noise: ``(N, K)`` ``log P(j|v)`` of the K noise entries of each sample.
+        noise_prob: ``P_n(j)``, the noise probability of one entry (``1/n``).
+
+    Returns:
+        ``-(sum_i log h_i + sum_{i,k} log(1 - h_ik)) / N``, a scalar.
+    """
+    if log_p_noise.ndim != 2 or log_p_data.shape != log_p_noise.shape[:1]:
+        raise ValueError(f"log_p_data must be (N,) and log_p_noise (N, K), got "
+                         f"{tuple(log_p_data.shape)} and {tuple(log_p_noise.shape)}")
+    if not 0 < noise_prob <= 1:
+        raise ValueError(f"noise_prob must be in (0, 1], got {noise_prob}")
+    log_k_pn = torch.tensor(log_p_noise.shape[1] * noise_prob, device=log_p_noise.device).log()
+    data_term = F.softplus(log_k_pn - log_p_data.float())          # -log h,       (N,)
+    noise_term = F.softplus(log_p_noise.float() - log_k_pn)        # -log(1 - h),  (N, K)
+    return (data_term.sum() + noise_term.sum()) / log_p_data.shape[0]
+
+
+def invariance_spreading_loss(z1: Tensor, z2: Tensor, temperature: float = 0.1, *,
+                              detach_keys: bool = True, gather: bool = True) -> Tensor:
+    """Invariance and spreading loss over a batch of instances (InvaSpread).
+
+    Ye, Zhang, Yuen and Chang, "Unsupervised Embedding Learning via Invariant and
+    Spreading Instance Feature", CVPR 2019, Eq. (5): with the instance softmax
+    ``P(i|x) = exp(f_i^T f / t) / sum_k exp(f_k^T f / t)`` over the batch,
+    ``J = -sum_i log P(i|x^_i) - sum_i sum_{j != i} log(1 - P(i|x_j))``.
+
+    Follows the official code (mangye16/Unsupervised_Embedding_Learning,
+    ``BatchAverage.py``, ``negM = 1``), which differs from the equation in three ways:
+    both views are queries, and each query's softmax runs over the other 2N - 1
+    embeddings of the batch (its own excluded), so the positive term is
+    ``log P(i'|x_i)`` for the other view ``i'`` and the spreading term covers every
+    other embedding; the keys are detached (``feat.data``), so gradients reach only the
+    queries; and the sum is divided by the number of queries, 2N.
+
+    Args:
+        z1: ``(N, D)`` embeddings of the first views ("original" images).
+        z2: ``(N, D)`` embeddings of the second views; row i pairs with row i of ``z1``.
+        temperature: the temperature ``t`` (paper: 0.1).
+        detach_keys: stop gradients through the keys, as the official code does.
+        gather: under torch.distributed, take the keys from every rank, so that the
+            mean of the ranks' losses (and DDP's averaged gradients) equal the
+            single-process loss on the global batch.
+
+    Returns:
+        The loss summed over this process's 2N queries and their candidates, divided
+        by 2N (a scalar).
+    """
+    _check_temperature(temperature)
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"z1 and z2 must both be (N, D), got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = z1.shape[0]
+    with torch.autocast(z1.device.type, enabled=False):
+        queries = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D)
+        q1, q2 = queries.chunk(2)
+        k1, k2 = (q1.detach(), q2.detach()) if detach_keys else (q1, q2)
+        offset = 0
+        if gather and distributed.world_size() > 1:
+            collect = distributed.gather if detach_keys else distributed.gather_with_grad
+            k1, k2, offset = collect(k1), collect(k2), distributed.rank() * n
+        m = k1.shape[0]
+        keys = torch.cat([k1, k2])                                  # (2M, D)
+        logits = queries @ keys.T / temperature                     # (2N, 2M)
+        rows = torch.arange(2 * n, device=z1.device)
+        own = torch.arange(n, device=z1.device) + offset
+        self_idx = torch.cat([own, own + m])                        # each query's own key
+        pos_idx = torch.cat([own + m, own])                         # its other view
+        logits = logits.index_put((rows, self_idx), torch.tensor(float("-inf"), device=z1.device))
+        log_p = F.log_softmax(logits, dim=1)                        # (2N, 2M)
+        positive = log_p[rows, pos_idx]                             # (2N,)
+        # log(1 - P) of every other key; the query's own key has P = 0 and adds 0
+        p = log_p.exp().index_put((rows, pos_idx), torch.zeros((), device=z1.device))
+        spreading = torch.log1p(-p.clamp(max=1.0 - 1e-6))           # (2N, 2M)
+        return -(positive.sum() + spreading.sum()) / (2 * n)

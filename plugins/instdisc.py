@@ -1,0 +1,154 @@
+"""InstDisc: instance discrimination with a memory bank and NCE.
+
+Wu, Xiong, Yu and Lin, "Unsupervised Feature Learning via Non-Parametric Instance
+Discrimination", CVPR 2018. https://arxiv.org/abs/1805.01978
+Official code: https://github.com/zhirongw/lemniscate.pytorch
+
+Every training image is its own class. The backbone's pooled features go through a
+linear layer to 128 dimensions and are L2-normalised (the official model's ``fc`` +
+``Normalize``); a memory bank (:class:`sslzoo.memory.MemoryBank`) keeps one unit vector
+per image. The non-parametric softmax ``P(i|v) = exp(v_i^T v / t) / sum_j exp(v_j^T v / t)``
+(Eq. (2)) is approximated by noise-contrastive estimation with K = 4096 uniform noise
+samples per image (Eq. (5)-(6), :func:`sslzoo.losses.nce_loss`); ``loss=softmax`` trains
+the full softmax over the bank instead (the official ``LinearAverage``).
+
+Where the paper leaves details open, this follows the official code:
+
+* each image gets its own K noise rows, drawn uniformly with replacement, its own row
+  possibly among them (``NCEAverage``);
+* the normalising constant Z of Eq. (8) is estimated once, from the first batch, over
+  the data and noise scores of all its images (``out.mean() * outputSize``), then kept
+  fixed; it lives in the ``log_z`` buffer (as ``log Z``), so checkpoints resume it;
+* the bank row of each image is updated after the loss with the step's feature,
+  ``v <- normalize(0.5 v + 0.5 f)`` (``NCEFunction.backward``); here the update is
+  applied in :meth:`InstDisc.on_step_end`, with rows and features gathered from all
+  ranks under torch.distributed so the banks stay identical;
+* the memory bank starts as random unit vectors (Sec. 3.1; the official code draws them
+  uniformly in ``[-sqrt(3/d), sqrt(3/d)]`` without normalising, which we normalise).
+
+The proximal regulariser of Sec. 3.3, ``lambda ||v_i^(t) - v_i^(t-1)||^2`` added to the
+data term, is not in the official code; it is off by default (``proximal=0``) and the
+paper studies values up to lambda = 50 (Fig. 4). Optimiser: SGD, momentum 0.9, learning
+rate 0.03 at batch 256 (paper Sec. 4 and ``main.py``), weight decay 5e-4 (the official
+CIFAR script; its ImageNet script uses 1e-4). The paper's step decay is replaced by the
+engine's cosine schedule. Augment: ``instdisc`` (the official ``main.py`` pipeline).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import sslzoo
+from sslzoo import distributed
+from sslzoo.config import hp
+from sslzoo.heads import ProjectionHead
+from sslzoo.losses import nce_loss
+from sslzoo.memory import MemoryBank
+from sslzoo.method import DataInfo, Method, OptimConfig
+
+
+class InstDisc(Method):
+    """Non-parametric instance discrimination: memory bank + NCE (or full softmax)."""
+
+    name: ClassVar[str] = "instdisc"
+    paper: ClassVar[str] = (
+        "Wu et al., Unsupervised Feature Learning via Non-Parametric Instance "
+        "Discrimination, CVPR 2018. https://arxiv.org/abs/1805.01978")
+    default_augment: ClassVar[str] = "instdisc"
+
+    @dataclass
+    class Config(OptimConfig):
+        lr: float = hp(0.03, "learning rate per 256 images (paper Sec. 4: 0.03 at batch 256)",
+                       gt=0)
+        momentum: float = hp(0.9, "SGD momentum (official code: 0.9)", ge=0, lt=1)
+        weight_decay: float = hp(5e-4, "weight decay (official CIFAR code: 5e-4; ImageNet "
+                                 "code: 1e-4)", ge=0)
+        proj_dim: int = hp(128, "embedding width (paper: 128)", ge=1)
+        loss: Literal["nce", "softmax"] = hp(
+            "nce", "'nce': NCE with nce_k noise samples (Eq. (6)); 'softmax': full "
+            "non-parametric softmax over the memory bank (Eq. (2))", choices=("nce", "softmax"))
+        nce_k: int = hp(4096, "noise samples per image for NCE (paper: K = 4096)", ge=1)
+        temperature: float = hp(0.07, "softmax temperature t (paper: 0.07)", gt=0)
+        bank_momentum: float = hp(0.5, "memory bank momentum m in v <- normalize(m v + "
+                                  "(1-m) f) (official code: 0.5)", ge=0, lt=1)
+        proximal: float = hp(0.0, "proximal regulariser lambda (Sec. 3.3; paper studies "
+                             "10-50; 0 = off, as the official code)", ge=0)
+
+    def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
+                 data: DataInfo) -> None:
+        super().__init__(backbone, config, augment, data)
+        self.head = ProjectionHead([backbone.num_features, config.proj_dim])
+        self.memory = MemoryBank(data.num_samples, config.proj_dim, config.bank_momentum)
+        # log of NCE's normalising constant Z (Eq. (8)); NaN until the first batch sets it
+        self.register_buffer("log_z", torch.tensor(float("nan")))
+        self._z_known = False
+        self._pending: tuple[Tensor, Tensor] | None = None
+        self.register_load_state_dict_post_hook(InstDisc._forget_z)
+
+    def prepare(self, images: Tensor) -> None:
+        """Start every rank from rank 0's memory bank."""
+        self.memory.sync_()
+
+    def embed_normalized(self, x: Tensor) -> Tensor:
+        """The unit 128-d embedding the memory bank stores: ``(B, proj_dim)``."""
+        return F.normalize(self.head(self.backbone(self.preprocess(x))).float(), dim=1)
+
+    def training_step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
+        f = self.embed_normalized(self.augment(images))                   # (B, D)
+        c = self.config
+        with torch.autocast(f.device.type, enabled=False):
+            if c.loss == "softmax":
+                logits = f @ self.memory.bank.T / c.temperature            # (B, n)
+                out = {"loss": F.cross_entropy(logits, index),
+                       "acc": (logits.detach().argmax(1) == index).float().mean()}
+            else:
+                out = self._nce(f, index)
+            if c.proximal > 0:
+                out["proximal"] = (f - self.memory(index)).pow(2).sum(1).mean()
+                out["loss"] = out["loss"] + c.proximal * out["proximal"]
+        if self.training:
+            self._pending = (index.detach(), f.detach())
+        return out
+
+    def _nce(self, f: Tensor, index: Tensor) -> dict[str, Tensor]:
+        c, n = self.config, self.memory.size
+        rows = torch.cat([index[:, None], self.memory.sample(len(f), c.nce_k)], 1)  # (B, 1+K)
+        scores = torch.einsum("bkd,bd->bk", self.memory(rows), f) / c.temperature   # (B, 1+K)
+        if not self._z_known:
+            self._estimate_z(scores.detach())
+        log_p = scores - self.log_z                                  # log P(j|v), Eq. (4)
+        loss = nce_loss(log_p[:, 0], log_p[:, 1:], 1.0 / n)
+        # h(i, v) of the data samples (Eq. (5)): how sure NCE is that they are data
+        p_data = torch.sigmoid(log_p[:, 0].detach() - math.log(c.nce_k / n))
+        return {"loss": loss, "p_data": p_data.mean()}
+
+    @torch.no_grad()
+    def _estimate_z(self, scores: Tensor) -> None:
+        """Set Z once (Eq. (8), official ``NCEAverage``): ``Z = n * mean(exp(scores))``
+        over the first batch, averaged over ranks so that all ranks share it."""
+        if torch.isnan(self.log_z):
+            log_z = torch.logsumexp(scores.flatten().double(), 0) + math.log(
+                self.memory.size / scores.numel())
+            self.log_z.copy_(distributed.all_reduce_mean(log_z.exp()).log())
+        self._z_known = True
+
+    def on_step_end(self) -> None:
+        """Write this step's features into the memory bank (all ranks' rows)."""
+        if self._pending is not None:
+            index, f = self._pending
+            self._pending = None
+            self.memory.update(index, f)
+
+    @staticmethod
+    def _forget_z(module: torch.nn.Module, incompatible_keys: Any) -> None:
+        module._z_known = False  # re-read log_z: the loaded state may not have set it yet
+
+
+@sslzoo.hookimpl
+def register_methods(register: Any) -> None:
+    register(InstDisc)
