@@ -102,6 +102,50 @@ def info_nce(query: Tensor, positive_key: Tensor, negative_keys: Tensor | None =
     return F.cross_entropy(logits, labels)
 
 
+def info_nce_candidates(query: Tensor, candidates: Tensor, positive_index: Tensor,
+                        temperature: float = 1.0, *, normalize: bool = False
+                        ) -> tuple[Tensor, Tensor]:
+    """InfoNCE where every query scores one shared set of candidates that holds its positive.
+
+    van den Oord et al., "Representation Learning with Contrastive Predictive Coding",
+    2018, Eq. (4): ``L_N = -E[log f_k(x_{t+k}, c_t) / sum_{x_j in X} f_k(x_j, c_t)]``
+    with the log-bilinear score ``f_k(x, c) = exp(z^T W_k c)`` (Eq. (3)). For images
+    (Sec. 3.3) "the negative samples ... are taken from other patches in the image and
+    other images in the mini-batch": the candidate set ``X`` is every patch encoding of
+    the batch, positive included, which is this loss with ``query = W_k c``. The
+    defaults (no normalisation, temperature 1) are the paper's score.
+
+    Unlike :func:`info_nce`, the positive is not passed separately: it is the
+    candidate at ``positive_index``, and no candidate is counted twice. The scores are
+    computed in float32 even under autocast.
+
+    Args:
+        query: ``(N, D)``, e.g. predictions ``W_k c_t``.
+        candidates: ``(M, D)``, shared by all queries.
+        positive_index: ``(N,)`` long, the row of ``candidates`` that is query i's positive.
+        temperature: divides every score.
+        normalize: L2-normalise queries and candidates first (cosine similarity).
+
+    Returns:
+        The mean loss over the N queries, and the fraction of queries whose positive
+        scores highest among the M candidates (detached), both scalars.
+    """
+    _check_temperature(temperature)
+    if query.ndim != 2 or candidates.ndim != 2 or query.shape[1] != candidates.shape[1]:
+        raise ValueError(f"query and candidates must be (N, D) and (M, D), got "
+                         f"{tuple(query.shape)} and {tuple(candidates.shape)}")
+    if positive_index.shape != query.shape[:1]:
+        raise ValueError(f"positive_index must be ({len(query)},), got {tuple(positive_index.shape)}")
+    with torch.autocast(query.device.type, enabled=False):
+        q, k = query.float(), candidates.float()
+        if normalize:
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        logits = q @ k.T / temperature                      # (N, M)
+        loss = F.cross_entropy(logits, positive_index)
+        acc = (logits.detach().argmax(dim=1) == positive_index).float().mean()
+    return loss, acc
+
+
 def nce_loss(log_p_data: Tensor, log_p_noise: Tensor, noise_prob: float) -> Tensor:
     """Noise-contrastive estimation of a non-parametric softmax (InstDisc).
 
