@@ -127,6 +127,10 @@ class MoCo(Method):
         """Parameters of the key encoder (never optimised)."""
         return chain(self.key_backbone.parameters(), self.key_head.parameters())
 
+    def prepare(self, images: Tensor) -> None:
+        """Start every rank from rank 0's queue (the keys are random until filled)."""
+        self.queue.sync_()
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The query encoder's parameters in one group: the official code applies weight
         decay to all of them, biases and batch-norm weights included."""

@@ -107,6 +107,13 @@ class KeyQueue(nn.Module):
         self.keys.index_copy_(0, rows, keys.detach().to(self.keys.dtype))
         self.ptr.copy_((self.ptr + n) % self.size)
 
+    @torch.no_grad()
+    def sync_(self, src: int = 0) -> None:
+        """Copy rank ``src``'s keys and pointer to every rank (call once before training:
+        DDP with ``broadcast_buffers=False`` does not synchronise buffers)."""
+        distributed.broadcast_(self.keys, src)
+        distributed.broadcast_(self.ptr, src)
+
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
 
