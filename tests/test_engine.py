@@ -1,0 +1,122 @@
+"""The training loop on tiny synthetic data: metrics, checkpoints, exact resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from sslzoo import checkpoint
+from sslzoo.build import resolve
+from sslzoo.engine import Trainer, TrainingError, lr_lambda, train
+from sslzoo.errors import CheckpointError, ConfigError
+
+TINY = {"data": "synthetic", "backbone": "small_resnet10", "image_size": 16, "batch_size": 64,
+        "epochs": 3, "max_steps": 6, "log_every": 1, "device": "cpu", "seed": 0}
+
+
+def tiny_spec(out, **changes):
+    return resolve({**TINY, "method": "simclr", "out": str(out), **changes},
+                   {"proj_hidden_dim": 32, "proj_dim": 16})
+
+
+def weights(run_dir):
+    return checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def interrupt_at(step):
+    def callback(state):
+        if state.step == step:
+            os.kill(os.getpid(), signal.SIGINT)   # what Ctrl-C does
+    return callback
+
+
+def test_run_directory_holds_config_metrics_and_checkpoint(tmp_path):
+    run = train(tiny_spec(tmp_path / "run", max_steps=3), quiet=True)
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"]["name"] == "simclr" and config["method"]["temperature"] == 0.5
+    assert config["augment"]["name"] == "simclr"
+    assert config["versions"]["torch"] == str(torch.__version__)
+    assert config["method_plugin"] == "sslzoo"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["images_per_s"] > 0 for r in rows)
+    ckpt = checkpoint.load(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 3 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "config"}
+    assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    straight = train(tiny_spec(tmp_path / "straight"), quiet=True)
+    trainer = Trainer(tiny_spec(tmp_path / "split"), callbacks=[interrupt_at(3)], quiet=True)
+    split = trainer.fit()
+    assert trainer.state.interrupted and trainer.state.step == 3
+    assert checkpoint.load(split / "checkpoints" / "last.pt")["step"] == 3
+    # 4 steps per epoch: the resumed run finishes epoch 0 mid-way and crosses into epoch 1
+    train(tiny_spec(tmp_path / "split"), resume=True, quiet=True)
+    a, b = weights(straight), weights(split)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(line)["step"] for line in (split / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(tiny_spec(tmp_path / "none"), resume=True, quiet=True)
+
+
+def test_starting_over_an_existing_run_is_refused(tmp_path):
+    train(tiny_spec(tmp_path / "run", max_steps=1), quiet=True)
+    with pytest.raises(ConfigError, match="--resume"):
+        train(tiny_spec(tmp_path / "run", max_steps=1), quiet=True)
+
+
+def test_diverging_loss_stops_with_an_actionable_error(tmp_path, monkeypatch):
+    from sslzoo import losses
+
+    monkeypatch.setattr("sslzoo_plugins.simclr.nt_xent",
+                        lambda *a, **k: losses.nt_xent(*a, **k) * float("nan"))
+    with pytest.raises(TrainingError, match="lower the learning rate"):
+        train(tiny_spec(tmp_path / "nan", max_steps=2), quiet=True)
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
+    f = lr_lambda(total_steps=110, warmup_steps=10, schedule="cosine")
+    assert [f(s) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+    assert f(10) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.5)
+    assert f(110) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_peak_learning_rate_follows_the_linear_scaling_rule(tmp_path):
+    trainer = Trainer(tiny_spec(tmp_path / "run", max_steps=1), quiet=True)
+    trainer.fit()
+    assert trainer.peak_lr == pytest.approx(0.3 * 64 / 256)
+    trainer = Trainer(tiny_spec(tmp_path / "run2", max_steps=1, lr=0.05), quiet=True)
+    trainer.fit()
+    assert trainer.peak_lr == 0.05
+
+
+def test_training_lowers_the_loss_on_a_fixed_batch():
+    from sslzoo.build import build_method
+    from sslzoo.method import DataInfo
+
+    torch.manual_seed(0)
+    spec = tiny_spec("unused")
+    method = build_method(spec, DataInfo(16, 16))
+    method.augment = torch.nn.Identity()   # a fixed input isolates the optimiser
+    images = torch.rand(16, 3, 16, 16)
+    opt = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
+    first = None
+    for _ in range(15):
+        loss = method(images + 0.05 * torch.randn_like(images), torch.arange(16))["loss"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first - 0.2
