@@ -1,0 +1,361 @@
+"""Context Encoders: feature learning by inpainting.
+
+Pathak, Krähenbühl, Donahue, Darrell and Efros, "Context Encoders: Feature Learning by
+Inpainting", CVPR 2016. https://arxiv.org/abs/1604.07379 (official code:
+pathak22/context-encoder, Torch).
+
+A region of each image is removed and filled with the data set's mean colour ("the
+missing region in the masked input image is filled with constant mean value", Sec. 4);
+the backbone encodes what is left, a channel-wise fully connected layer and a stride-1
+convolution spread information across the whole map (Sec. 3.1), and up-convolutions
+reconstruct the removed region. The loss is the paper's masked L2 (Eq. 1), optionally
+plus an adversarial loss from a discriminator (Eq. 2-3, ``--set adversarial=true``, with
+the paper's ``lambda_rec = 0.999``, ``lambda_adv = 0.001``).
+
+Where the paper is silent, this follows the official code:
+
+* The central mask drops the ``S/2 x S/2`` square (a quarter of the area) and the decoder
+  predicts exactly that square (64 x 64 for 128 x 128 inputs); block and region masks
+  are reconstructed over the full image, scored on the removed pixels only.
+* Overlapping prediction: only the region shrunk by ``overlap`` is hidden; the visible
+  band along its edge is predicted too and weighted 10x (``overlapPred = 4`` at 128 px,
+  ``overlapL2Weight = 10``); here the band is 4/128 of the image size (1 px at 32 px).
+* Targets are scaled to ``[-1, 1]`` with a tanh output, and the L2 is averaged over
+  the predicted region's pixels (Torch's ``MSECriterion`` on the 64 x 64 patch).
+* Adam with beta1 = 0.5; ``lr = 0.0002`` for the discriminator and 10x that for the
+  encoder-decoder when the joint loss is used ("LR of Gen is 10 times Adv"). The default
+  ``lr`` is the encoder-decoder's 0.002 and ``disc_lr_scale = 0.1`` is stored as
+  ``lr_scale`` in the discriminator's parameter groups; constant learning rate.
+* DCGAN initialisation (normal, std 0.02) of the decoder and the discriminator.
+
+The engine runs one optimiser, so both players are trained by one backward pass:
+the discriminator's loss sees detached reconstructions, and the generator's
+adversarial loss goes through a functional copy of the discriminator whose weights are
+detached, so each loss reaches only its own player's parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+import sslzoo
+from sslzoo import distributed
+from sslzoo.config import hp
+from sslzoo.errors import ConfigError
+from sslzoo.masks import (center_box, center_mask, erode, masked_l2, overlap_pixels,
+                          overlap_weights, random_block_mask, random_region_mask)
+from sslzoo.method import IMAGENET_MEAN, DataInfo, Method, OptimConfig
+
+
+class ChannelWiseFC(nn.Module):
+    """Each channel's ``h x w`` map fully connected to itself, no weights across channels.
+
+    "If the input layer has m feature maps of size n x n, this layer will output m
+    feature maps of dimension n x n. However, unlike a fully-connected layer, it has no
+    parameters connecting different feature maps" (Sec. 3.1): ``m n^4`` weights.
+    """
+
+    def __init__(self, channels: int, height: int, width: int) -> None:
+        super().__init__()
+        n = height * width
+        self.shape = (channels, height, width)
+        self.weight = nn.Parameter(torch.randn(channels, n, n) / math.sqrt(n))
+        self.bias = nn.Parameter(torch.zeros(channels, n))
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, h, w) -> (B, C, h, w)
+        b, c, h, w = x.shape
+        if (c, h, w) != self.shape:
+            raise ValueError(f"channel-wise FC was built for feature maps {self.shape}, got "
+                             f"{(c, h, w)}; train and evaluate at the same image size")
+        y = torch.einsum("bcn,cnm->bcm", x.reshape(b, c, h * w), self.weight) + self.bias
+        return y.view(b, c, h, w)
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def up_decoder(in_channels: int, in_size: int, out_size: int, width: int) -> nn.Sequential:
+    """Up-convolutions (4x4, stride 2, BN, ReLU) from ``in_size`` to at least ``out_size``,
+    halving the width each time (not below 32), then a 3x3 convolution to RGB and tanh.
+    Output ``(B, 3, in_size * 2^k, ...)``; the caller resizes when that overshoots."""
+    steps = max(0, math.ceil(math.log2(out_size / in_size))) if in_size < out_size else 0
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 1), nn.BatchNorm2d(width),
+                               nn.ReLU(inplace=True)]
+    ch = width
+    for _ in range(steps):
+        nxt = max(32, ch // 2)
+        layers += [nn.ConvTranspose2d(ch, nxt, 4, 2, 1, bias=False), nn.BatchNorm2d(nxt),
+                   nn.ReLU(inplace=True)]
+        ch = nxt
+    layers += [nn.Conv2d(ch, 3, 3, padding=1), nn.Tanh()]
+    return nn.Sequential(*layers)
+
+
+def discriminator(size: int, width: int = 64) -> nn.Sequential:
+    """DCGAN discriminator (official ``netD``): 4x4 stride-2 convolutions with LeakyReLU
+    (0.2) and BN after the first, down to 4x4 or less, then one logit per image."""
+    layers: list[nn.Module] = []
+    ch_in, ch, s = 3, width, size
+    while s > 4:
+        layers += [nn.Conv2d(ch_in, ch, 4, 2, 1, bias=False)]
+        layers += [nn.BatchNorm2d(ch)] if ch_in != 3 else []
+        layers += [nn.LeakyReLU(0.2, inplace=True)]
+        ch_in, ch, s = ch, min(ch * 2, width * 8), s // 2
+    layers += [nn.Conv2d(ch_in, 1, s), nn.Flatten()]                 # (B, 1)
+    return nn.Sequential(*layers)
+
+
+class ContextEncoder(Method):
+    """Context encoder: reconstruct a removed region from its context (masked L2, +adv)."""
+
+    name: ClassVar[str] = "inpainting"
+    paper: ClassVar[str] = (
+        "Pathak et al., Context Encoders: Feature Learning by Inpainting, CVPR 2016. "
+        "https://arxiv.org/abs/1604.07379")
+    default_augment: ClassVar[str] = "crop-flip"
+
+    @dataclass
+    class Config(OptimConfig):
+        optimizer: Literal["sgd", "lars", "adam", "adamw"] = hp(
+            "adam", "optimizer (official code: Adam)")
+        lr: float = hp(0.002, "encoder-decoder learning rate (official: lr=0.0002, x10 for "
+                       "the generator with the joint loss)", gt=0)
+        lr_batch: int = hp(0, "lr is used as is (official batch size: 64)", ge=0)
+        momentum: float = hp(0.5, "Adam beta1 (official: beta1=0.5)", ge=0, lt=1)
+        beta2: float = hp(0.999, "Adam beta2 (Torch optim.adam default)", ge=0, lt=1)
+        weight_decay: float = hp(0.0, "weight decay (official: none)", ge=0)
+        schedule: Literal["cosine", "constant"] = hp(
+            "constant", "learning-rate schedule (official: constant)")
+        mask: Literal["center", "block", "region"] = hp(
+            "center", "removed region: central square, random blocks or random regions "
+                      "(Sec. 3.3)")
+        center_size: float = hp(0.5, "side of the central square as a share of the image "
+                                "(official: 64 of 128)", gt=0, lt=1)
+        overlap: float = hp(4 / 128, "visible band predicted along the region's edge, as a "
+                            "share of the image size (official: overlapPred=4 at 128 px)",
+                            ge=0, lt=0.5)
+        overlap_weight: float = hp(10.0, "loss weight of the overlap band (official: "
+                                   "overlapL2Weight=10)", ge=0)
+        adversarial: bool = hp(False, "add the adversarial loss and a discriminator (Sec. 3.2)")
+        rec_weight: float = hp(0.999, "lambda_rec of the joint loss (paper: 0.999)", ge=0)
+        adv_weight: float = hp(0.001, "lambda_adv of the joint loss (paper: 0.001)", ge=0)
+        disc_lr_scale: float = hp(0.1, "discriminator lr / encoder-decoder lr (official: "
+                                  "1/10)", gt=0)
+        decoder_width: int = hp(512, "channels of the first up-convolution (official: "
+                                "ngf*8 = 512)", ge=8)
+        disc_width: int = hp(64, "channels of the discriminator's first layer (official: "
+                             "ndf = 64)", ge=8)
+
+    def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
+                 data: DataInfo) -> None:
+        super().__init__(backbone, config, augment, data)
+        c, size = config, data.image_size
+        self.overlap_px = overlap_pixels(size, c.overlap)
+        self.out_size = center_box(size, c.center_size)[1] if c.mask == "center" else size
+        if c.mask == "center" and self.out_size <= 2 * self.overlap_px:
+            raise ConfigError(
+                f"the overlap band ({self.overlap_px} px each side) hides nothing of the "
+                f"{self.out_size} px central region at image size {size}; lower it with "
+                "--set overlap=0.03125 or raise --image-size")
+        # "filled with constant mean value": the data set's mean, set by prepare()
+        self.register_buffer("fill", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        channels, h, w = _feature_shape(backbone, size)
+        self.channel_fc = ChannelWiseFC(channels, h, w)
+        self.decoder = up_decoder(channels, min(h, w), self.out_size, c.decoder_width)
+        self.decoder.apply(_dcgan_init)
+        self.disc = discriminator(self.out_size, c.disc_width) if c.adversarial else None
+        if self.disc is not None:
+            self.disc.apply(_dcgan_init)
+
+    # -- data ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, images: Tensor) -> None:
+        """The fill colour: the mean colour of a sample of training images."""
+        mean = images.float().div(255).mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        self.fill.copy_(mean.expand_as(self.fill).to(self.fill))
+        distributed.broadcast_(self.fill)
+
+    def draw_mask(self, batch: int, size: int, device: torch.device) -> Tensor:
+        """The configured region mask ``(B, 1, S, S)`` bool (True: predicted)."""
+        kind = self.config.mask
+        if kind == "center":
+            return center_mask(batch, size, self.config.center_size, device=device)
+        if kind == "block":
+            return random_block_mask(batch, size, device=device)
+        return random_region_mask(batch, size, device=device)
+
+    # -- model --------------------------------------------------------------------------
+    def generate(self, context: Tensor) -> Tensor:
+        """Masked images in ``[0, 1]`` to the predicted region in ``[-1, 1]``:
+        ``(B, 3, P, P)`` with ``P`` the central square's side (center mask) or ``S``."""
+        feats = self.backbone.forward_features(self.preprocess(context))  # (B, F, h, w)
+        out = self.decoder(F.relu(self.channel_fc(feats)))             # (B, 3, >=P, >=P)
+        if out.shape[-1] != self.out_size or out.shape[-2] != self.out_size:
+            out = F.interpolate(out, size=(self.out_size, self.out_size), mode="bilinear",
+                                align_corners=False)
+        return out
+
+    def _crop(self, x: Tensor) -> Tensor:
+        """The predicted part of a full-size map: the central square for the center mask."""
+        if self.config.mask != "center":
+            return x
+        start, side = center_box(x.shape[-1], self.config.center_size)
+        return x[..., start:start + side, start:start + side]
+
+    def losses(self, x: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]:
+        """Every loss term for images ``x`` in ``[0, 1]`` ``(B, 3, S, S)``, with gradients.
+
+        Returns ``loss`` (what the optimiser minimises), ``rec`` (masked L2), and with the
+        adversarial option ``adv`` (generator's adversarial term), ``disc`` (the
+        discriminator's loss) and ``gen`` (``rec_weight * rec + adv_weight * adv``).
+        """
+        c = self.config
+        b, _, size, _ = x.shape
+        mask = mask if mask is not None else self.draw_mask(b, size, x.device)
+        hole = erode(mask, self.overlap_px)                                 # hidden pixels
+        context = torch.where(hole, self.fill.to(x.dtype), x)
+        pred = self.generate(context)                                       # (B, 3, P, P)
+        target = self._crop(x * 2 - 1)                                      # [-1, 1]
+        weights = self._crop(overlap_weights(mask, self.overlap_px, c.overlap_weight))
+        out = {"rec": masked_l2(pred, target, weights)}
+        if self.disc is None:
+            out["loss"] = out["rec"]
+            return out
+        real_logit = self.disc(target)
+        fake_logit = self.disc(pred.detach())               # D's loss: no gradient to G
+        out["disc"] = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
+                       + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
+        # G's adversarial term through D with detached weights (and throw-away BN
+        # statistics): its gradient reaches the generator only
+        frozen = {n: p.detach() for n, p in self.disc.named_parameters()}
+        frozen.update({n: b.clone() for n, b in self.disc.named_buffers()})
+        gen_logit = functional_call(self.disc, frozen, (pred,))
+        out["adv"] = F.binary_cross_entropy_with_logits(gen_logit, torch.ones_like(gen_logit))
+        out["gen"] = c.rec_weight * out["rec"] + c.adv_weight * out["adv"]
+        out["loss"] = out["gen"] + out["disc"]
+        return out
+
+    def training_step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
+        out = self.losses(self.augment(images))
+        return {k: v if k == "loss" else v.detach() for k, v in out.items()}
+
+    @torch.no_grad()
+    def inpaint(self, images: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(context, reconstruction)`` for images in ``[0, 1]``: the masked input the
+        encoder sees and the image with its masked region replaced by the prediction."""
+        b, _, size, _ = images.shape
+        mask = mask if mask is not None else self.draw_mask(b, size, images.device)
+        context = torch.where(erode(mask, self.overlap_px), self.fill.to(images.dtype), images)
+        pred = (self.generate(context).float() + 1) / 2                     # (B, 3, P, P)
+        full = images.clone()
+        if self.config.mask == "center":
+            start, side = center_box(size, self.config.center_size)
+            full[..., start:start + side, start:start + side] = pred
+        else:
+            full = torch.where(mask, pred, images)
+        return context, full.clamp(0, 1)
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """Images ``(B, 3, S, S)`` in ``[0, 1]`` with the masked region inpainted."""
+        return self.inpaint(images)[1]
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The base groups for backbone and decoder; the discriminator's own groups carry
+        ``lr_scale = disc_lr_scale`` (the official code's D learning rate is 1/10)."""
+        disc = set(map(id, self.disc.parameters())) if self.disc is not None else set()
+        groups = []
+        for group in super().parameter_groups():
+            mine = [p for p in group["params"] if id(p) not in disc]
+            theirs = [p for p in group["params"] if id(p) in disc]
+            extra = {k: v for k, v in group.items() if k != "params"}
+            groups.append({"params": mine, **extra})
+            if theirs:
+                groups.append({"params": theirs, **extra, "lr_scale": self.config.disc_lr_scale})
+        return [g for g in groups if g["params"]]
+
+
+def _feature_shape(backbone: sslzoo.Backbone, size: int) -> tuple[int, int, int]:
+    """``(channels, h, w)`` of the backbone's spatial map for ``size x size`` inputs."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            param = next(backbone.parameters(), None)
+            probe = torch.zeros(1, getattr(backbone, "in_chans", 3), size, size,
+                                device=param.device if param is not None else None)
+            shape = backbone.forward_features(probe).shape
+    finally:
+        backbone.train(was_training)
+    return shape[1], shape[2], shape[3]
+
+
+def save_inpainting_grid(method: ContextEncoder, images: Tensor, path: str | Path) -> Path:
+    """Write a PNG with one column per image: original, masked input, reconstruction."""
+    from torchvision.utils import save_image
+
+    was_training = method.training
+    method.eval()
+    try:
+        context, full = method.inpaint(images)
+    finally:
+        method.train(was_training)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat([images.float(), context.float(), full]).cpu(), path,
+               nrow=len(images), padding=2, pad_value=1.0)
+    return path
+
+
+@sslzoo.hookimpl
+def register_methods(register: Any) -> None:
+    register(ContextEncoder)
+
+
+@sslzoo.hookimpl
+def register_commands(cli: Any) -> None:
+    import click
+
+    @cli.command("inpaint")
+    @click.argument("run_dir", type=click.Path(exists=True))
+    @click.option("--out", default="inpainting.png", show_default=True,
+                  type=click.Path(dir_okay=False), help="PNG file to write")
+    @click.option("--num", default=16, show_default=True, type=click.IntRange(1, 256),
+                  help="number of test images")
+    @click.option("--device", default="cpu", show_default=True, help="torch device")
+    def inpaint(run_dir: str, out: str, num: int, device: str) -> None:
+        """Inpaint test images with a trained inpainting run and save a grid
+        (rows: original, masked input, reconstruction)."""
+        images, method = _load_images_and_method(run_dir, num, device, ContextEncoder.name)
+        click.echo(str(save_inpainting_grid(method, images, out)))
+
+
+def _load_images_and_method(run_dir: str, num: int, device: str,
+                            expected: str) -> tuple[Tensor, Any]:
+    from sslzoo.data import load_data, sample_images
+    from sslzoo.plugins import default_plugins
+    from sslzoo.runs import load_run
+
+    plugins = default_plugins()
+    run = load_run(run_dir, device, plugins=plugins)
+    if run.spec.method_cls.name != expected:
+        raise ConfigError(f"{run_dir} is a {run.spec.method_cls.name} run; this command "
+                          f"needs a {expected} run")
+    t = run.spec.train
+    data = load_data(t.data, "test", t.image_size, root=t.data_root, download=False,
+                     registry=plugins.datasets)
+    images = sample_images(data, num, seed=0).to(device).float() / 255
+    return images, run.method
