@@ -169,7 +169,8 @@ class ViewAugment(Augment):
             x: images ``(B, C, H, W)``, float in ``[0, 1]`` (uint8 is scaled by 1/255).
 
         Returns:
-            ``(B, C, image_size, image_size)`` float in ``[0, 1]``, in ``x``'s float dtype.
+            ``(B, C, image_size, image_size)`` float in ``[0, 1]``: float64 for float64
+            input, float32 otherwise.
         """
         if x.ndim != 4:
             raise ValueError(f"{type(self).__name__} expects images (B, C, H, W), got shape "
@@ -207,13 +208,16 @@ class SimCLRAugment(ViewAugment):
     """SimCLR's augmentation (Chen et al., "A Simple Framework for Contrastive Learning
     of Visual Representations", ICML 2020, Appendix A).
 
-    "random crop (with flip and resize), color distortion, and Gaussian blur": a
-    RandomResizedCrop of scale (0.08, 1) and ratio (3/4, 4/3), flip with p=0.5, colour
-    jitter of strength s=1 -- ``ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)`` applied with
-    p=0.8 -- grayscale with p=0.2, and Gaussian blur with p=0.5, "σ ∈ [0.1, 2.0], and the
+    Random crop with resize and flip, colour distortion and Gaussian blur: a
+    RandomResizedCrop of area (0.08, 1) and aspect ratio (3/4, 4/3), flip with p=0.5,
+    colour jitter of strength s=1 -- the paper's PyTorch pseudo-code,
+    ``RandomApply([ColorJitter(0.8*s, 0.8*s, 0.8*s, 0.2*s)], p=0.8)`` and
+    ``RandomGrayscale(p=0.2)`` -- and Gaussian blur: "We blur the image 50% of the time
+    using a Gaussian kernel. We randomly sample σ ∈ [0.1, 2.0], and the
     kernel size is set to be 10% of the image height/width". These are the ImageNet
-    settings; the official code's CIFAR-10 command uses strength 0.5 and no blur
-    (``--set aug.brightness=0.4,aug.contrast=0.4,aug.saturation=0.4,aug.hue=0.1,aug.blur_prob=0``).
+    settings; the official code's CIFAR-10 command uses strength 0.5 and no blur:
+    ``--set aug.brightness=0.4 --set aug.contrast=0.4 --set aug.saturation=0.4
+    --set aug.hue=0.1 --set aug.blur_prob=0``.
     """
 
     name: ClassVar[str] = "simclr"
@@ -269,8 +273,8 @@ class MoCoV2Augment(ViewAugment):
     The official code (facebookresearch/moco, ``--aug-plus``): "RandomResizedCrop(224,
     scale=(0.2, 1.)), RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
     RandomGrayscale(p=0.2), RandomApply([GaussianBlur([.1, 2.])], p=0.5),
-    RandomHorizontalFlip()", "following SimCLR". PIL's blur has no kernel size; here it is
-    10% of the image side, as in SimCLR.
+    RandomHorizontalFlip()" ("MoCo v2's aug: similar to SimCLR"). PIL's blur has no kernel
+    size; here it is 10% of the image side, as in SimCLR.
     """
 
     name: ClassVar[str] = "moco-v2"

@@ -42,7 +42,8 @@ class TorchvisionResNet(Backbone):
 
     def __init__(self, resnet: ResNet, in_chans: int = 3) -> None:
         super().__init__()
-        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.conv1, self.bn1 = resnet.conv1, resnet.bn1
+        self.relu, self.maxpool = resnet.relu, resnet.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
         self.num_features = self.feature_channels = resnet.fc.in_features
@@ -84,7 +85,8 @@ class TimmBackbone(Backbone):
         y = self.model.forward_features(x)
         if y.ndim == 3:
             return self._tokens_to_map(y)
-        if y.ndim == 4 and str(getattr(self.model, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC"):
+        fmt = str(getattr(self.model, "output_fmt", "NCHW"))
+        if y.ndim == 4 and fmt in ("NHWC", "Format.NHWC"):
             return y.permute(0, 3, 1, 2)
         return y
 

@@ -19,6 +19,11 @@ def only(**changes: object) -> ViewConfig:
     return ViewConfig(**{**OFF, **changes})  # type: ignore[arg-type]
 
 
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
