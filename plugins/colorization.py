@@ -1,0 +1,240 @@
+"""Colorful Image Colorization: predict the colours of a greyscale image.
+
+Zhang, Isola and Efros, "Colorful Image Colorization", ECCV 2016.
+https://arxiv.org/abs/1603.08511 (official code: richzhang/colorization, Caffe and PyTorch).
+
+The backbone sees only the lightness channel L of CIE Lab (it is built with one input
+channel) and predicts, for every pixel, a distribution over the Q in-gamut cells of the
+ab plane (grid size 10; :mod:`sslzoo.color`). The target is the soft-encoding of the
+true ab over the 5 nearest cells (Gaussian, sigma = 5), and the multinomial
+cross-entropy of each pixel is weighted by the class-rebalancing factor of its nearest
+cell (Eq. 2-4, lambda = 1/2), estimated in :meth:`Colorization.prepare` from a sample of
+the training images and kept in a buffer, so checkpoints carry it. ``--set
+loss=regression`` trains the paper's L2 baseline on ab instead (Eq. 1).
+
+Choices where the paper leaves room, and what the official code does:
+
+* Input: ``(L - 50) / 100``, i.e. L centred and scaled to ``[-0.5, 0.5]`` as the official
+  PyTorch code (``l_cent = 50``, ``l_norm = 100``); the Caffe model fed ``L - 50``.
+  :meth:`Colorization.preprocess` does the same for evaluation, so ``embed`` sees L.
+* Resolution: the paper predicts at a quarter of the input resolution (56 x 56 for
+  224 x 224); here a 1x1 convolution maps the backbone's spatial features to Q logits,
+  which are upsampled bilinearly to ``S / target_stride``, and the target is the ab
+  map subsampled with that stride (the official network subsamples with a stride-4
+  1x1 convolution).
+* Bins: computed from the sRGB gamut (Q = 261 with kornia's Lab; the official
+  ``pts_in_hull.npy`` has 313) — see :func:`sslzoo.color.ab_bins`.
+* Rebalancing: p is the share of pixels nearest to each bin in the ``prepare`` sample
+  (the paper uses all of ImageNet), smoothed with a Gaussian (sigma = 5) in the ab plane.
+  The official training also masks out greyscale images; that is not done here.
+* Neighbours: the paper's 5 (the official training layer uses 10: ``--set neighbours=10``).
+* Optimiser: "Adam ... beta1 = .9, beta2 = .99, and weight decay = 10^-3. Initial
+  learning rate was 3 x 10^-5 and dropped to 10^-5 and 3 x 10^-6 when loss plateaued";
+  a cosine decay stands in for the two drops. Tiny runs may want a larger ``--lr``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import sslzoo
+from sslzoo import color, distributed
+from sslzoo.config import hp
+from sslzoo.errors import ConfigError
+from sslzoo.method import DataInfo, Method, OptimConfig
+
+#: ab scale of the regression option (official PyTorch code: ``ab_norm = 110``).
+AB_NORM = 110.0
+L_CENTRE, L_NORM = 50.0, 100.0
+
+
+def normalise_l(lightness: Tensor) -> Tensor:
+    """L in ``[0, 100]`` to the network input ``(L - 50) / 100``."""
+    return (lightness - L_CENTRE) / L_NORM
+
+
+class Colorization(Method):
+    """Colorization as classification over quantised ab, with class rebalancing."""
+
+    name: ClassVar[str] = "colorization"
+    paper: ClassVar[str] = (
+        "Zhang, Isola and Efros, Colorful Image Colorization, ECCV 2016. "
+        "https://arxiv.org/abs/1603.08511")
+    default_augment: ClassVar[str] = "crop-flip"
+
+    @dataclass
+    class Config(OptimConfig):
+        optimizer: Literal["sgd", "lars", "adam", "adamw"] = hp("adam", "optimizer (paper: Adam)")
+        lr: float = hp(3e-5, "learning rate (paper: 3e-5, dropped to 1e-5 and 3e-6)", gt=0)
+        lr_batch: int = hp(0, "lr is used as is (paper's batch size: 40)", ge=0)
+        momentum: float = hp(0.9, "Adam beta1 (paper: .9)", ge=0, lt=1)
+        beta2: float = hp(0.99, "Adam beta2 (paper: .99)", ge=0, lt=1)
+        weight_decay: float = hp(1e-3, "weight decay (paper: 10^-3)", ge=0)
+        loss: Literal["classification", "regression"] = hp(
+            "classification", "classification over ab bins (Eq. 2) or L2 on ab (Eq. 1)")
+        grid_size: int = hp(10, "side of the ab cells (paper: 10)", ge=2)
+        neighbours: int = hp(5, "bins of the soft-encoding (paper: 5; official code: 10)", ge=1)
+        sigma: float = hp(5.0, "Gaussian width of the soft-encoding (paper: 5)", gt=0)
+        rebalance_lambda: float = hp(0.5, "uniform mix of the rebalancing (paper: 1/2); 1: "
+                                     "no rebalancing", ge=0, le=1)
+        smooth_sigma: float = hp(5.0, "Gaussian smoothing of the colour prior (paper: 5)", gt=0)
+        temperature: float = hp(0.38, "annealed-mean temperature for decoding (paper: 0.38)",
+                                gt=0, le=1)
+        target_stride: int = hp(4, "predict at 1/stride of the input resolution (paper: 4)",
+                                ge=1)
+
+    def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
+                 data: DataInfo) -> None:
+        super().__init__(backbone, config, augment, data)
+        c = config
+        if data.image_size < c.target_stride:
+            raise ConfigError(f"target_stride {c.target_stride} is larger than the image size "
+                              f"{data.image_size}; set it with --set target_stride=1")
+        bins = color.ab_bins(c.grid_size)                                   # (Q, 2)
+        q = len(bins)
+        self.register_buffer("bins", bins)
+        # the smoothed empirical colour distribution and its rebalancing weights, set by
+        # prepare(); until then uniform (weights 1)
+        self.register_buffer("prior", torch.full((q,), 1.0 / q))
+        self.register_buffer("class_weights", torch.ones(q))
+        out = q if c.loss == "classification" else 2
+        self.head = nn.Conv2d(backbone.num_features, out, kernel_size=1)
+
+    @classmethod
+    def backbone_in_chans(cls, config: Any) -> int:
+        """The backbone sees the L channel alone."""
+        return 1
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """RGB images in ``[0, 1]`` ``(B, 3, H, W)`` to normalised lightness ``(B, 1, H, W)``."""
+        return normalise_l(color.rgb_to_lab(x)[:, :1])
+
+    # -- data ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, images: Tensor, chunk: int = 256) -> None:
+        """Estimate the colour prior and the rebalancing weights (Sec. 2.2) from a uint8
+        sample of training images, on the pixels the loss sees."""
+        c = self.config
+        counts = torch.zeros(len(self.bins), device=self.bins.device)
+        for part in images.split(chunk):
+            ab = color.rgb_to_lab(part.to(self.bins.device).float() / 255)[:, 1:]
+            ab = color.downsample(ab, c.target_stride)
+            idx = color.nearest_bin(ab, self.bins).reshape(-1)
+            counts += torch.bincount(idx, minlength=len(self.bins)).float()
+        p = counts / counts.sum().clamp_min(1)
+        self.prior.copy_(color.smooth_distribution(p, self.bins, c.smooth_sigma))
+        self.class_weights.copy_(color.rebalance_weights(self.prior, c.rebalance_lambda))
+        distributed.broadcast_(self.prior)
+        distributed.broadcast_(self.class_weights)
+
+    # -- model --------------------------------------------------------------------------
+    def predict(self, lightness: Tensor, size: tuple[int, int]) -> Tensor:
+        """Normalised L ``(B, 1, H, W)`` to logits ``(B, Q, h, w)`` (or ab/110
+        ``(B, 2, h, w)`` for regression) at ``size`` = the target resolution."""
+        out = self.head(self.backbone.forward_features(lightness))
+        return F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False)
+
+    def _target_size(self, h: int, w: int) -> tuple[int, int]:
+        s = self.config.target_stride
+        return len(range(s // 2, h, s)), len(range(s // 2, w, s))
+
+    def losses(self, x: Tensor) -> dict[str, Tensor]:
+        """Loss and bin accuracy for RGB images ``x`` in ``[0, 1]`` ``(B, 3, S, S)``."""
+        c = self.config
+        lab = color.rgb_to_lab(x)                                            # (B, 3, S, S)
+        ab = color.downsample(lab[:, 1:], c.target_stride)                   # (B, 2, h, w)
+        out = self.predict(normalise_l(lab[:, :1]), ab.shape[-2:])
+        if c.loss == "regression":
+            # Eq. 1: 1/2 sum_hw ||Y - Y^||^2, on ab / 110, averaged over pixels
+            return {"loss": 0.5 * (out - ab / AB_NORM).square().sum(1).mean()}
+        with torch.no_grad():
+            z = color.soft_encode(ab, self.bins, c.neighbours, c.sigma)     # (B, Q, h, w)
+            nearest = z.argmax(dim=1)                                        # (B, h, w)
+            v = self.class_weights[nearest]                                  # (B, h, w)
+        log_p = F.log_softmax(out, dim=1)                                    # (B, Q, h, w)
+        # Eq. 2: -sum_hw v(Z_hw) sum_q Z_hwq log Z^_hwq, averaged over pixels
+        loss = -(v * (z * log_p).sum(dim=1)).mean()
+        acc = (out.argmax(dim=1) == nearest).float().mean()
+        return {"loss": loss, "acc": acc}
+
+    def training_step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
+        out = self.losses(self.augment(images))
+        return {k: v if k == "loss" else v.detach() for k, v in out.items()}
+
+    @torch.no_grad()
+    def colorize(self, images: Tensor) -> Tensor:
+        """Colourise the lightness of RGB images ``(B, 3, S, S)`` in ``[0, 1]``: the
+        annealed mean of the predicted distribution (T = ``temperature``), or the
+        regressed ab, upsampled to ``S`` and combined with the input's L."""
+        c = self.config
+        lab = color.rgb_to_lab(images)
+        size = self._target_size(*images.shape[-2:])
+        out = self.predict(normalise_l(lab[:, :1]), size)
+        ab = out * AB_NORM if c.loss == "regression" else \
+            color.annealed_mean(out, self.bins, c.temperature)
+        ab = color.upsample_ab(ab, images.shape[-2:])
+        return color.lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))
+
+
+def save_colorization_grid(method: Colorization, images: Tensor, path: str | Path) -> Path:
+    """Write a PNG with one column per image: original, greyscale input, colourised."""
+    from torchvision.utils import save_image
+
+    was_training = method.training
+    method.eval()
+    try:
+        colour = method.colorize(images)
+    finally:
+        method.train(was_training)
+    lab = color.rgb_to_lab(images)
+    grey = color.lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat([images.float(), grey, colour]).cpu(), path, nrow=len(images),
+               padding=2, pad_value=1.0)
+    return path
+
+
+@sslzoo.hookimpl
+def register_methods(register: Any) -> None:
+    register(Colorization)
+
+
+@sslzoo.hookimpl
+def register_commands(cli: Any) -> None:
+    import click
+
+    @cli.command("colorize")
+    @click.argument("run_dir", type=click.Path(exists=True))
+    @click.option("--out", default="colorization.png", show_default=True,
+                  type=click.Path(dir_okay=False), help="PNG file to write")
+    @click.option("--num", default=16, show_default=True, type=click.IntRange(1, 256),
+                  help="number of test images")
+    @click.option("--device", default="cpu", show_default=True, help="torch device")
+    def colorize(run_dir: str, out: str, num: int, device: str) -> None:
+        """Colourise test images with a trained colorization run and save a grid
+        (rows: original, greyscale input, colourised with the annealed mean)."""
+        images, method = _load_images_and_method(run_dir, num, device)
+        click.echo(str(save_colorization_grid(method, images, out)))
+
+
+def _load_images_and_method(run_dir: str, num: int, device: str) -> tuple[Tensor, Any]:
+    from sslzoo.data import load_data, sample_images
+    from sslzoo.plugins import default_plugins
+    from sslzoo.runs import load_run
+
+    plugins = default_plugins()
+    run = load_run(run_dir, device, plugins=plugins)
+    if run.spec.method_cls.name != Colorization.name:
+        raise ConfigError(f"{run_dir} is a {run.spec.method_cls.name} run; this command "
+                          f"needs a {Colorization.name} run")
+    t = run.spec.train
+    data = load_data(t.data, "test", t.image_size, root=t.data_root, download=False,
+                     registry=plugins.datasets)
+    images = sample_images(data, num, seed=0).to(device).float() / 255
+    return images, run.method
