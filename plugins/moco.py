@@ -104,13 +104,6 @@ class MoCo(Method):
         for p in self.key_parameters():
             p.requires_grad_(False)
         self.queue = KeyQueue(c.queue_size, c.dim)
-        if c.queue_size > data.num_samples:
-            warnings.warn(
-                f"queue_size={c.queue_size} exceeds the {data.num_samples} training images, so "
-                "the queue holds older keys of the very images used as queries (the paper's "
-                "65536 is for ImageNet's 1.28M images; the official CIFAR-10 demo uses 4096); "
-                "consider --set queue_size=<a multiple of the batch size below that>",
-                stacklevel=2)
 
     @staticmethod
     def build_head(num_features: int, config: Any) -> ProjectionHead:
@@ -128,8 +121,16 @@ class MoCo(Method):
         return chain(self.key_backbone.parameters(), self.key_head.parameters())
 
     def prepare(self, images: Tensor) -> None:
-        """Start every rank from rank 0's queue (the keys are random until filled)."""
+        """Start every rank from rank 0's queue (the keys are random until filled), and
+        warn when the queue is larger than the training set."""
         self.queue.sync_()
+        size, n = self.config.queue_size, self.data.num_samples
+        if size > n and distributed.is_main():
+            warnings.warn(
+                f"queue_size={size} exceeds the {n} training images, so the queue holds older "
+                "keys of the very images used as queries (the paper's 65536 is for ImageNet's "
+                "1.28M images; the official CIFAR-10 demo uses 4096 for 50k); consider --set "
+                "queue_size=<a multiple of the global batch size below that>", stacklevel=2)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The query encoder's parameters in one group: the official code applies weight

@@ -182,9 +182,9 @@ def test_batch_norm_groups_must_divide_the_batch():
         make(shuffle_bn_groups=4)(images(4), torch.arange(4))
 
 
-def test_a_queue_larger_than_the_data_set_warns():
+def test_a_queue_larger_than_the_data_set_warns_before_training():
     with pytest.warns(UserWarning, match="queue_size=16 exceeds the 10 training images"):
-        make(num_samples=10)
+        make(num_samples=10).prepare(images(4))
 
 
 def _train(m: nn.Module, opt: torch.optim.Optimizer, batches: list[Tensor]) -> list[float]:
