@@ -101,7 +101,7 @@ class ViewConfig:
         _check_interval(self, "crop_scale", 0, 1)
         _check_interval(self, "crop_ratio", 0, None)
         _check_interval(self, "blur_sigma", 0, None)
-        validate(self)
+        validate(self, where="--set aug.")
 
 
 def _override(name: str, default: Any, help: str) -> Any:
@@ -140,7 +140,7 @@ class ViewAugment(Augment):
         if image_size < 1:
             raise ConfigError(f"image_size must be >= 1, got {image_size}")
         c, size = self.config, (image_size, image_size)
-        validate(c)
+        validate(c, where="--set aug.")
         crop: nn.Module | None = None
         if c.crop == "resized":
             crop = K.RandomResizedCrop(size, scale=c.crop_scale, ratio=c.crop_ratio,
