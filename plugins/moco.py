@@ -29,7 +29,9 @@ process the batch is split into ``shuffle_bn_groups`` sub-batches that batch nor
 normalises separately, simulating that many GPUs as the official single-GPU CIFAR-10
 demo does with ``SplitBatchNorm`` (``--bn-splits 8``): queries in their order, keys in a
 shuffled order, so a query and its positive key never share batch statistics by
-construction.
+construction. The batch norms of both encoders are converted to
+:class:`sslzoo.momentum.SplitBatchNorm2d` (same parameters and state-dict keys), which
+behaves as plain batch norm outside the training step and in eval mode.
 """
 from __future__ import annotations
 
@@ -50,8 +52,8 @@ from sslzoo.errors import ConfigError
 from sslzoo.heads import ProjectionHead
 from sslzoo.losses import info_nce
 from sslzoo.method import DataInfo, Method, OptimConfig
-from sslzoo.momentum import (KeyQueue, batch_shuffle, batch_unshuffle, forward_bn_groups,
-                             momentum_update)
+from sslzoo.momentum import (KeyQueue, batch_shuffle, batch_unshuffle, convert_split_batch_norm,
+                             forward_bn_groups, momentum_update)
 
 TEMPERATURE = {1: 0.07, 2: 0.2}   # MoCo v1 Sec. 4.1 "T = 0.07"; v2 Table 1 ("tau = 0.2")
 
@@ -96,9 +98,11 @@ class MoCo(Method):
 
     def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
                  data: DataInfo) -> None:
+        # batch norms that can normalise sub-batches (plain batch norm until switched on)
+        backbone = convert_split_batch_norm(backbone)  # type: ignore[assignment]
         super().__init__(backbone, config, augment, data)
         c = config
-        self.head = self.build_head(backbone.num_features, c)
+        self.head = convert_split_batch_norm(self.build_head(backbone.num_features, c))
         self.key_backbone = copy.deepcopy(backbone)
         self.key_head = copy.deepcopy(self.head)
         for p in self.key_parameters():

@@ -13,14 +13,16 @@ Learning", CVPR 2020 (https://arxiv.org/abs/1911.05722), and the official code
   among GPUs (and shuffle back after encoding)". Under torch.distributed this is the
   official ``_batch_shuffle_ddp`` / ``_batch_unshuffle_ddp``; on one process it is a
   plain random permutation.
-- :func:`split_batch_norm` / :func:`forward_bn_groups`: on one process, batch norm that
-  normalises each of G sub-batches with its own statistics, simulating G GPUs as the
-  official single-GPU CIFAR-10 demo's ``SplitBatchNorm`` does.
+- :func:`convert_split_batch_norm`, :func:`split_batch_norm` and
+  :func:`forward_bn_groups`: on one process, batch norm that normalises each of G
+  sub-batches with its own statistics, simulating G GPUs as the official single-GPU
+  CIFAR-10 demo's ``SplitBatchNorm`` does. The layers are converted once (like
+  ``nn.SyncBatchNorm.convert_sync_batchnorm``) and switched on for a forward pass by
+  a context manager, so nothing is patched and ``torch.compile`` traces them.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 
 import torch
@@ -154,7 +156,7 @@ def _share(index: Tensor, batch: int) -> Tensor:
     return index.view(-1, batch)[distributed.rank()]
 
 
-def _split_forward(bn: _BatchNorm, groups: int, x: Tensor) -> Tensor:
+def _split_batch_norm(bn: _BatchNorm, x: Tensor, groups: int) -> Tensor:
     """``bn`` applied to each of ``groups`` sub-batches with that sub-batch's statistics.
 
     Sub-batch ``g`` holds samples ``g, g + G, g + 2G, ...``, which makes the split a free
@@ -162,8 +164,6 @@ def _split_forward(bn: _BatchNorm, groups: int, x: Tensor) -> Tensor:
     samples share a group does not matter). The running statistics move by the mean of
     the G groups' updates, as in the official demo's ``SplitBatchNorm``.
     """
-    if not bn.training and bn.running_mean is not None:
-        return _BatchNorm.forward(bn, x)                            # running statistics
     n, c = x.shape[:2]
     if n % groups:
         raise ValueError(f"a batch of {n} cannot be split into {groups} equal groups")
@@ -188,48 +188,98 @@ def _split_forward(bn: _BatchNorm, groups: int, x: Tensor) -> Tensor:
     return out
 
 
-def _standard_batch_norms(module: nn.Module) -> list[_BatchNorm] | None:
-    """The batch-norm layers of ``module``, or None if one has its own ``forward``."""
+class _SplitMixin:
+    """Batch norm over ``groups`` sub-batches while training; plain batch norm while
+    ``groups`` is 1 (the default) and in eval mode."""
+
+    groups: int = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.groups == 1 or (not self.training and self.running_mean is not None):
+            return super().forward(x)  # type: ignore[misc]
+        return _split_batch_norm(self, x, self.groups)  # type: ignore[arg-type]
+
+
+class SplitBatchNorm1d(_SplitMixin, nn.BatchNorm1d):
+    """``BatchNorm1d`` that :func:`split_batch_norm` can switch to per-group statistics."""
+
+
+class SplitBatchNorm2d(_SplitMixin, nn.BatchNorm2d):
+    """``BatchNorm2d`` that :func:`split_batch_norm` can switch to per-group statistics."""
+
+
+class SplitBatchNorm3d(_SplitMixin, nn.BatchNorm3d):
+    """``BatchNorm3d`` that :func:`split_batch_norm` can switch to per-group statistics."""
+
+
+_SPLIT = {nn.BatchNorm1d: SplitBatchNorm1d, nn.BatchNorm2d: SplitBatchNorm2d,
+          nn.BatchNorm3d: SplitBatchNorm3d}
+
+
+def convert_split_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every plain ``BatchNorm1d/2d/3d`` in ``module`` by its split version.
+
+    Like ``nn.SyncBatchNorm.convert_sync_batchnorm``: the new layers share the old
+    layers' parameters and buffers, so the state dict keeps its keys, and they behave
+    exactly as before until :func:`split_batch_norm` sets their ``groups``. Other
+    batch-norm classes (with a ``forward`` of their own) are left as they are.
+
+    Returns:
+        ``module`` (converted in place), or its replacement if it is itself a batch norm.
+    """
+    cls = _SPLIT.get(type(module))
+    if cls is not None:
+        bn: _BatchNorm = module  # type: ignore[assignment]
+        new = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
+        if bn.affine:
+            new.weight, new.bias = bn.weight, bn.bias
+        new.running_mean, new.running_var = bn.running_mean, bn.running_var
+        new.num_batches_tracked = bn.num_batches_tracked
+        return new.train(bn.training)
+    for name, child in module.named_children():
+        converted = convert_split_batch_norm(child)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
+
+
+def _split_layers(module: nn.Module) -> list[_SplitMixin] | None:
+    """The split batch-norm layers of ``module``; None if it has other batch norms."""
     layers = [m for m in module.modules() if isinstance(m, _BatchNorm)]
-    if any(type(m).forward is not _BatchNorm.forward for m in layers):
+    if not all(isinstance(m, _SplitMixin) for m in layers):
         return None
-    return layers
+    return layers  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
 def split_batch_norm(module: nn.Module, groups: int) -> Iterator[nn.Module]:
-    """Within the block, every batch-norm layer of ``module`` normalises ``groups``
-    sub-batches separately (see :func:`_split_forward`), as G GPUs would.
-
-    Works for ``BatchNorm1d/2d/3d``; for layers with a ``forward`` of their own (timm's
-    ``BatchNormAct2d``, ``SyncBatchNorm``) use :func:`forward_bn_groups`, which falls
-    back to one forward pass per group.
+    """Within the block, the batch-norm layers of ``module`` (converted with
+    :func:`convert_split_batch_norm`) normalise ``groups`` sub-batches separately, as
+    ``groups`` GPUs would (see :func:`_split_batch_norm`).
 
     Raises:
-        ValueError: a batch-norm layer overrides ``forward``.
+        ValueError: ``module`` holds batch norms that were not converted.
     """
-    layers = _standard_batch_norms(module)
+    layers = _split_layers(module)
     if layers is None:
-        raise ValueError("split_batch_norm supports torch's BatchNorm1d/2d/3d layers only; "
-                         "use forward_bn_groups")
-    if groups == 1:
-        yield module
-        return
+        raise ValueError("split_batch_norm needs the batch norms converted by "
+                         "convert_split_batch_norm; forward_bn_groups handles any module")
     for bn in layers:
-        bn.forward = functools.partial(_split_forward, bn, groups)   # instance attribute
+        bn.groups = groups
     try:
         yield module
     finally:
         for bn in layers:
-            del bn.forward
+            bn.groups = 1
 
 
 def forward_bn_groups(module: nn.Module, x: Tensor, groups: int) -> Tensor:
     """``module(x)`` with batch-norm statistics computed per group of ``N / groups``.
 
-    Uses :func:`split_batch_norm` (one pass over the whole batch) when every batch-norm
-    layer is a plain torch one; otherwise runs ``module`` on each group in turn, which
-    gives the same outputs (running statistics then move once per group).
+    One pass with :func:`split_batch_norm` when every batch norm of ``module`` was
+    converted by :func:`convert_split_batch_norm`; otherwise (e.g. timm's
+    ``BatchNormAct2d``) one pass per group, which gives the same outputs (running
+    statistics then move once per group).
 
     Raises:
         ValueError: ``len(x)`` is not a multiple of ``groups``.
@@ -238,7 +288,7 @@ def forward_bn_groups(module: nn.Module, x: Tensor, groups: int) -> Tensor:
         return module(x)
     if x.shape[0] % groups:
         raise ValueError(f"a batch of {x.shape[0]} cannot be split into {groups} equal groups")
-    if _standard_batch_norms(module) is not None:
+    if _split_layers(module) is not None:
         with split_batch_norm(module, groups):
             return module(x)
     n = x.shape[0]

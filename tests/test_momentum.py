@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from sslzoo.momentum import (KeyQueue, batch_shuffle, batch_unshuffle, forward_bn_groups,
+from sslzoo.momentum import (KeyQueue, SplitBatchNorm1d, SplitBatchNorm2d, batch_shuffle,
+                             batch_unshuffle, convert_split_batch_norm, forward_bn_groups,
                              momentum_update, split_batch_norm)
 from tests.dist_helpers import run_distributed
 
@@ -114,8 +115,19 @@ def test_ddp_batch_shuffle_spreads_the_global_batch_and_unshuffle_restores_each_
 
 # -- split batch norm -----------------------------------------------------------------------
 
-def test_split_batch_norm_equals_batch_norm_applied_to_each_group():
+def test_conversion_shares_parameters_and_buffers_and_changes_nothing_by_itself():
     net, ref = _net(), _net()
+    tensors = {k: v for k, v in net.state_dict(keep_vars=True).items()}
+    convert_split_batch_norm(net)
+    assert (type(net[1]), type(net[5])) == (SplitBatchNorm2d, SplitBatchNorm1d)
+    assert all(v is tensors[k] for k, v in net.state_dict(keep_vars=True).items())
+    x = torch.randn(8, 3, 6, 6)
+    torch.testing.assert_close(net(x), ref(x))
+    assert type(convert_split_batch_norm(nn.BatchNorm2d(3))) is SplitBatchNorm2d
+
+
+def test_split_batch_norm_equals_batch_norm_applied_to_each_group():
+    net, ref = convert_split_batch_norm(_net()), _net()
     x = torch.randn(8, 3, 6, 6)
     with split_batch_norm(net, 2):
         out = net(x)
@@ -126,7 +138,7 @@ def test_split_batch_norm_equals_batch_norm_applied_to_each_group():
 
 
 def test_split_batch_norm_running_statistics_move_by_the_mean_group_update():
-    bn, ref = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    bn, ref = convert_split_batch_norm(nn.BatchNorm2d(3)), nn.BatchNorm2d(3)
     x = torch.randn(6, 3, 4, 4)
     with split_batch_norm(bn, 3):
         bn(x)
@@ -139,7 +151,7 @@ def test_split_batch_norm_running_statistics_move_by_the_mean_group_update():
 
 
 def test_split_batch_norm_gradients_equal_per_group_batch_norm():
-    net, ref = _net(), _net()
+    net, ref = convert_split_batch_norm(_net()), _net()
     x = torch.randn(8, 3, 6, 6)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     with split_batch_norm(net, 4):
@@ -150,15 +162,21 @@ def test_split_batch_norm_gradients_equal_per_group_batch_norm():
         torch.testing.assert_close(p.grad, r.grad, rtol=1e-4, atol=1e-4)
 
 
-def test_split_batch_norm_leaves_eval_mode_alone_and_restores_forward():
-    net, ref = _net().eval(), _net().eval()
+def test_split_batch_norm_leaves_eval_mode_alone_and_switches_back_after_the_block():
+    net, ref = convert_split_batch_norm(_net()).eval(), _net().eval()
     x = torch.randn(4, 3, 6, 6)
     with split_batch_norm(net, 2):
         torch.testing.assert_close(net(x), ref(x))
-    assert all("forward" not in vars(m) for m in net.modules())
     with pytest.raises(RuntimeError), split_batch_norm(net, 2):
         raise RuntimeError
-    assert all("forward" not in vars(m) for m in net.modules())
+    assert net[1].groups == net[5].groups == 1
+
+
+def test_torch_compile_traces_the_split_without_graph_breaks():
+    net, ref = convert_split_batch_norm(_net()), convert_split_batch_norm(_net())
+    x = torch.randn(8, 3, 6, 6)
+    compiled = torch.compile(lambda t: forward_bn_groups(net, t, 2), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), forward_bn_groups(ref, x, 2))
 
 
 class _CustomBatchNorm(nn.BatchNorm2d):
@@ -168,10 +186,11 @@ class _CustomBatchNorm(nn.BatchNorm2d):
         return torch.relu(super().forward(x))
 
 
-def test_forward_bn_groups_falls_back_to_one_pass_per_group_for_custom_layers():
-    net, ref = _net(_CustomBatchNorm), _net(_CustomBatchNorm)
+def test_forward_bn_groups_falls_back_to_one_pass_per_group_for_other_batch_norms():
+    net, ref = convert_split_batch_norm(_net(_CustomBatchNorm)), _net(_CustomBatchNorm)
+    assert type(net[1]) is _CustomBatchNorm
     x = torch.randn(8, 3, 6, 6)
-    with pytest.raises(ValueError, match="forward_bn_groups"), split_batch_norm(net, 2):
+    with pytest.raises(ValueError, match="convert_split_batch_norm"), split_batch_norm(net, 2):
         pass
     out = forward_bn_groups(net, x, 2)
     expected = torch.empty_like(out)
@@ -181,7 +200,7 @@ def test_forward_bn_groups_falls_back_to_one_pass_per_group_for_custom_layers():
 
 
 def test_forward_bn_groups_keeps_channels_last_and_rejects_uneven_groups():
-    net = _net()[:3]
+    net = convert_split_batch_norm(_net()[:3])
     x = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
     assert forward_bn_groups(net, x, 2).is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match="6 cannot be split into 4"):
