@@ -163,11 +163,15 @@ def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: b
                        {**toml.get("augment", {}), **aug_sets}, _plugins())
     trainer = Trainer(spec, resume=resume, plugins=_plugins())
     run_dir = trainer.fit()
+    from sslzoo.distributed import is_main
+
     if trainer.state.interrupted:
-        click.echo(f"interrupted at step {trainer.state.step}; checkpoint saved. Resume with:\n"
-                   f"  sslzoo train {method} --out {run_dir} --resume", err=True)
+        if is_main():
+            click.echo(f"interrupted at step {trainer.state.step}; checkpoint saved. Resume with:\n"
+                       f"  sslzoo train {method} --out {run_dir} --resume", err=True)
         sys.exit(130)
-    click.echo(str(run_dir))
+    if is_main():
+        click.echo(str(run_dir))
 
 
 RESUMABLE = ("epochs", "max_steps", "device", "precision", "num_workers", "eval_every",

@@ -35,9 +35,13 @@ def gather_with_grad(x: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return x
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x), dim=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(x), dim=0)
 
 
 @torch.no_grad()
@@ -64,6 +68,30 @@ def all_reduce_mean(x: Tensor) -> Tensor:
     x = x.detach().clone()
     dist.all_reduce(x)
     return x / world_size()
+
+
+def gather_object(obj: object) -> list[object]:
+    """Every rank's value of a picklable object, in rank order (on every rank)."""
+    if world_size() == 1:
+        return [obj]
+    out: list[object] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank if ``flag`` is true on any of them."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _collective_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def barrier() -> None:

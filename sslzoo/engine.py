@@ -12,6 +12,7 @@ import math
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -132,8 +133,13 @@ class Trainer:
         if self.world > 1:
             if t.sync_bn:
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if cuda else None, broadcast_buffers=False)
+            with warnings.catch_warnings():
+                # methods keep their buffers (queues, memory banks) identical across ranks
+                # themselves; broadcasting them every step would be wasted bandwidth
+                warnings.simplefilter("ignore", FutureWarning)
+                model = nn.parallel.DistributedDataParallel(
+                    model, device_ids=[self.device.index] if cuda else None,
+                    broadcast_buffers=False)
         self.model = torch.compile(model) if t.compile else model
 
         c = self.spec.method_config
@@ -182,9 +188,12 @@ class Trainer:
                 "peak_lr": self.peak_lr, "device": str(self.device)}
 
     def save_checkpoint(self) -> None:
+        """Write ``checkpoints/last.pt`` atomically (rank 0), with every rank's RNG state."""
+        rngs = distributed.gather_object(checkpoint.rng_state())
         if distributed.is_main():
-            checkpoint.save_atomic(self.checkpoint_payload(),
-                                   self.state.run_dir / "checkpoints" / "last.pt")
+            payload = self.checkpoint_payload()
+            payload["rng_ranks"] = rngs
+            checkpoint.save_atomic(payload, self.state.run_dir / "checkpoints" / "last.pt")
 
     def _load_checkpoint(self) -> None:
         path = self.state.run_dir / "checkpoints" / "last.pt"
@@ -201,8 +210,10 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         s = self.state
         s.step, s.epoch, s.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        checkpoint.set_rng_state(ckpt["rng"])
-        if self.world > 1:  # each rank continues its own augmentation stream
+        rngs = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if len(rngs) == self.world:   # each rank continues its own augmentation stream
+            checkpoint.set_rng_state(rngs[self.rank])
+        else:                         # resumed on another number of processes
             torch.manual_seed(self.spec.train.seed + 7919 * self.rank + s.step)
 
     # -- the loop -----------------------------------------------------------------------
@@ -226,6 +237,8 @@ class Trainer:
                         progress.update(s.step, s.metrics)
                     for cb in self.callbacks:
                         cb(s)
+                    if self.world > 1:  # every rank stops at the same step
+                        s.stop = distributed.any_rank(s.stop)
                     if t.checkpoint_every and s.step % t.checkpoint_every == 0:
                         self.save_checkpoint()
                     if s.stop or s.step >= s.total_steps:
@@ -285,20 +298,22 @@ class Trainer:
 
     @contextlib.contextmanager
     def _sigint_stops_training(self) -> Iterator[None]:
-        """First Ctrl-C: finish the step, checkpoint, stop. Second: abort at once."""
+        """First Ctrl-C (or SIGTERM, as schedulers send before preempting a job): finish
+        the step, checkpoint, stop. A second one aborts at once."""
         def handler(signum: int, frame: Any) -> None:
             if self.state.stop:
                 raise KeyboardInterrupt
             self.state.stop = True
         try:
-            previous = signal.signal(signal.SIGINT, handler)
+            previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
         except ValueError:  # not the main thread
             yield
             return
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 def _images_labels(data: Any) -> tuple[Tensor | None, Tensor | None]:
@@ -336,7 +351,10 @@ class MetricLog:
     def flush(self, state: TrainState, lr: float, batch_size: int) -> dict[str, float]:
         elapsed = time.perf_counter() - self.t0
         row: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "lr": lr}
-        row.update({k: (v / max(self.pending, 1)).item() for k, v in self.sums.items()})
+        if self.sums:  # averaged over this interval's steps and over all ranks
+            keys = sorted(self.sums)
+            means = distributed.all_reduce_mean(torch.stack([self.sums[k] for k in keys]))
+            row.update({k: (v / max(self.pending, 1)).item() for k, v in zip(keys, means)})
         row["images_per_s"] = self.pending * batch_size * distributed.world_size() / max(elapsed, 1e-9)
         self.sums, self.pending, self.t0 = {}, 0, time.perf_counter()
         self.write(row)
