@@ -12,9 +12,9 @@ from sslzoo.build import build_method, resolve
 from sslzoo.method import DataInfo
 from sslzoo.plugins import default_plugins
 
-N, SIZE, BATCH = 32, 32, 8
+N, SIZE, BATCH = 64, 32, 8
 # sizes that fit a batch of 8 tiny images; everything else stays at the paper's default
-TINY = {"moco": {"queue_size": 64}, "instdisc": {"nce_k": 16}}
+TINY = {"moco": {"queue_size": 32, "shuffle_bn_groups": 4}, "instdisc": {"nce_k": 16}}
 
 
 def methods():
