@@ -44,6 +44,7 @@ class Augment(nn.Module):
         self.config = config if config is not None else type(self).Config()
         self.image_size = image_size
 
+    @torch.compiler.disable  # random per-sample parameters: nothing for torch.compile to fuse
     def __call__(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             return super().__call__(x, *args, **kwargs)

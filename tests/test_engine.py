@@ -120,3 +120,14 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
         loss.backward()
         opt.step()
     assert loss.item() < first - 0.2
+
+
+def test_a_method_step_traces_under_torch_compile():
+    from sslzoo.build import build_method
+    from sslzoo.method import DataInfo
+
+    method = build_method(tiny_spec("unused"), DataInfo(8, 16))
+    compiled = torch.compile(method, backend="eager")   # augment runs outside the graph
+    out = compiled(torch.rand(8, 3, 16, 16), torch.arange(8))
+    out["loss"].backward()
+    assert math.isfinite(out["loss"].item())
