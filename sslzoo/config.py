@@ -111,7 +111,8 @@ def validate(config: Any, where: str = "--set") -> None:
             problems.append("must be one of " + ", ".join(repr(c) for c in choices))
         if problems:
             default = f.default if f.default is not _MISSING else None
-            hint = f"; set it with {where} {f.name}={format_value(default)}" if default is not None else ""
+            hint = (f"; set it with {_flag(where, f.name)}={format_value(default)}"
+                    if default is not None else "")
             raise ConfigError(f"{f.name} {' and '.join(problems)}, got {value!r}{hint}")
 
 
@@ -121,8 +122,15 @@ def convert(value: Any, tp: Any, name: str = "value", where: str = "--set") -> A
         return _convert(value, tp)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{name} expects {type_name(tp)}, got {value!r}; e.g. {where} {name}="
+            f"{name} expects {type_name(tp)}, got {value!r}; e.g. {_flag(where, name)}="
             + _example(tp)) from None
+
+
+def _flag(where: str, name: str) -> str:
+    """``--set temperature`` or ``--set aug.crop_scale``."""
+    if where == "--":
+        return "--" + name.replace("_", "-")
+    return f"{where}{name}" if where.endswith(".") else f"{where} {name}"
 
 
 def _convert(value: Any, tp: Any) -> Any:
