@@ -33,12 +33,15 @@ The paper leaves open, and this plugin chooses:
   i.e. layer norm over each feature map, so patches of one image cannot exchange
   information through batch statistics; the weights keep their names otherwise;
 - evaluation (``embed``): the paper's linear classifier reads the spatially pooled
-  grid of patch encodings; ``embed=grid`` does the same (the mean of ``z_{i,j}`` over
-  the grid), ``embed=image`` runs the backbone on the whole image instead (49x
-  cheaper, but on a scale the backbone never saw in training).
+  grid of patch encodings, which ``embed=grid`` reproduces (the mean of ``z_{i,j}``).
+  The default, ``embed=image``, runs the backbone on the whole image instead: about 3x
+  cheaper (49 patches of 1/16 of the area each), and on digits its kNN features are far
+  better (0.78 vs. 0.52 top-1 at random initialisation, 0.81 vs. 0.56 after 30 steps):
+  a mean over patches keeps no trace of where each patch was.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -156,8 +159,8 @@ class CPC(Method):
         grayscale: bool = hp(True, "train and evaluate on greyscale images (paper: "
                                    "'converted to greyscale')")
         embed: Literal["grid", "image"] = hp(
-            "grid", "evaluation features: mean of the patch grid's encodings (paper's linear "
-                    "eval) or the backbone on the whole image")
+            "image", "evaluation features: the backbone on the whole image, or the mean of "
+                     "the patch grid's encodings (the paper pools the grid)")
 
         def __post_init__(self) -> None:
             if self.prediction_steps >= self.grid:
@@ -179,6 +182,10 @@ class CPC(Method):
         # W_1 .. W_K of every direction as one bias-free 1x1 convolution each: (B, K*F, G, G)
         self.predictors = nn.ModuleList(nn.Conv2d(config.context_dim, k * f, 1, bias=False)
                                         for _ in self.directions)
+        for predictor in self.predictors:
+            # scores z^T W_k c start near 0 (loss near log of the candidate count) instead
+            # of the default init's O(sqrt(F)) scores, which take many steps to unlearn
+            nn.init.normal_(predictor.weight, std=1.0 / math.sqrt(config.context_dim * f))
 
     def preprocess(self, x: Tensor) -> Tensor:
         """Greyscale (when configured, replicated to 3 channels), then normalisation."""
