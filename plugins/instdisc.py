@@ -9,7 +9,7 @@ linear layer to 128 dimensions and are L2-normalised (the official model's ``fc`
 ``Normalize``); a memory bank (:class:`sslzoo.memory.MemoryBank`) keeps one unit vector
 per image. The non-parametric softmax ``P(i|v) = exp(v_i^T v / t) / sum_j exp(v_j^T v / t)``
 (Eq. (2)) is approximated by noise-contrastive estimation with K = 4096 uniform noise
-samples per image (Eq. (5)-(6), :func:`sslzoo.losses.nce_loss`); ``loss=softmax`` trains
+samples per image (Eq. (4)-(8), :func:`sslzoo.losses.nce_loss`); ``loss=softmax`` trains
 the full softmax over the bank instead (the official ``LinearAverage``).
 
 Where the paper leaves details open, this follows the official code:
@@ -26,16 +26,26 @@ Where the paper leaves details open, this follows the official code:
 * the memory bank starts as random unit vectors (Sec. 3.1; the official code draws them
   uniformly in ``[-sqrt(3/d), sqrt(3/d)]`` without normalising, which we normalise).
 
+Z is estimated against a still-random bank, so it is only right while most rows are
+unwritten or spread out. On a small data set the bank fills with the untrained network's
+nearly parallel features within a few steps, every noise sample then looks like data,
+and NCE diverges (a bank of 1438 digits fills in about 6 steps of 256); ``loss=softmax`` has
+no Z and trains well there, and :meth:`InstDisc.prepare` warns when ``nce_k`` is at
+least the number of images.
+
 The proximal regulariser of Sec. 3.3, ``lambda ||v_i^(t) - v_i^(t-1)||^2`` added to the
-data term, is not in the official code; it is off by default (``proximal=0``) and the
-paper studies values up to lambda = 50 (Fig. 4). Optimiser: SGD, momentum 0.9, learning
-rate 0.03 at batch 256 (paper Sec. 4 and ``main.py``), weight decay 5e-4 (the official
-CIFAR script; its ImageNet script uses 1e-4). The paper's step decay is replaced by the
-engine's cosine schedule. Augment: ``instdisc`` (the official ``main.py`` pipeline).
+data term, is not in the official code; it is off by default (``proximal=0``); the paper
+shows it smoothing training for lambda between 10 and 50.
+
+Optimiser: SGD, momentum 0.9, learning rate 0.03 at batch 256 (paper Sec. 4 and
+``main.py``), weight decay 5e-4 (the official CIFAR script; its ImageNet script uses
+1e-4). The paper's step decay is replaced by the engine's cosine schedule. Augment:
+``instdisc`` (the official ``main.py`` pipeline).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -70,13 +80,13 @@ class InstDisc(Method):
                                  "code: 1e-4)", ge=0)
         proj_dim: int = hp(128, "embedding width (paper: 128)", ge=1)
         loss: Literal["nce", "softmax"] = hp(
-            "nce", "'nce': NCE with nce_k noise samples (Eq. (6)); 'softmax': full "
+            "nce", "'nce': NCE with nce_k noise samples (Eq. (7)); 'softmax': full "
             "non-parametric softmax over the memory bank (Eq. (2))", choices=("nce", "softmax"))
         nce_k: int = hp(4096, "noise samples per image for NCE (paper: K = 4096)", ge=1)
         temperature: float = hp(0.07, "softmax temperature t (paper: 0.07)", gt=0)
         bank_momentum: float = hp(0.5, "memory bank momentum m in v <- normalize(m v + "
                                   "(1-m) f) (official code: 0.5)", ge=0, lt=1)
-        proximal: float = hp(0.0, "proximal regulariser lambda (Sec. 3.3; paper studies "
+        proximal: float = hp(0.0, "proximal regulariser lambda (Sec. 3.3; the paper shows "
                              "10-50; 0 = off, as the official code)", ge=0)
 
     def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
@@ -91,7 +101,16 @@ class InstDisc(Method):
         self.register_load_state_dict_post_hook(InstDisc._forget_z)
 
     def prepare(self, images: Tensor) -> None:
-        """Start every rank from rank 0's memory bank."""
+        """Start every rank from rank 0's memory bank; warn about NCE on small data."""
+        c, n = self.config, self.data.num_samples
+        if c.loss == "nce" and c.nce_k >= n and distributed.is_main():
+            warnings.warn(
+                f"instdisc: nce_k={c.nce_k} noise samples per image but only {n} training "
+                "images; NCE assumes far more images than noise samples (the paper: K=4096 "
+                "on ImageNet and CIFAR), and its Z, estimated once against the initial "
+                "random memory bank, is far off once a small bank fills up, so it tends to "
+                "diverge. Use --set loss=softmax (the exact objective, Eq. (2)).",
+                UserWarning, stacklevel=2)
         self.memory.sync_()
 
     def embed_normalized(self, x: Tensor) -> Tensor:
@@ -123,7 +142,7 @@ class InstDisc(Method):
             self._estimate_z(scores.detach())
         log_p = scores - self.log_z                                  # log P(j|v), Eq. (4)
         loss = nce_loss(log_p[:, 0], log_p[:, 1:], 1.0 / n)
-        # h(i, v) of the data samples (Eq. (5)): how sure NCE is that they are data
+        # h(i, v) of the data samples (Eq. (6)): how sure NCE is that they are data
         p_data = torch.sigmoid(log_p[:, 0].detach() - math.log(c.nce_k / n))
         return {"loss": loss, "p_data": p_data.mean()}
 

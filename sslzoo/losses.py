@@ -154,8 +154,8 @@ def nce_loss(log_p_data: Tensor, log_p_noise: Tensor, noise_prob: float) -> Tens
     model probability ``P(i|v) = exp(v^T f_i / t) / Z`` (Eq. (4)) and uniform noise
     ``P_n = 1/n``, "the posterior probability of sample i with feature v being from the
     data distribution (denoted by D = 1) is h(i, v) = P(i|v) / (P(i|v) + m P_n(i))"
-    (Eq. (5), ``m`` = K noise samples per data sample), and the loss is
-    ``J_NCE = -E_{P_d}[log h(i, v)] - m E_{P_n}[log(1 - h(i, v'))]`` (Eq. (6)).
+    (Eq. (6), ``m`` = K noise samples per data sample), and the loss is
+    ``J_NCE = -E_{P_d}[log h(i, v)] - m E_{P_n}[log(1 - h(i, v'))]`` (Eq. (7)).
 
     As the official ``NCECriterion`` (zhirongw/lemniscate.pytorch), each data sample
     comes with its own K noise samples and the sum over the batch is divided by the

@@ -3,9 +3,9 @@
 Wu, Xiong, Yu and Lin, "Unsupervised Feature Learning via Non-Parametric Instance
 Discrimination", CVPR 2018 (https://arxiv.org/abs/1805.01978), Sec. 3.1: "we maintain a
 feature memory bank V for storing them [...] f_i is updated to V at the corresponding
-instance entry f_i -> v_i", every f_i being a unit vector; the official code (zhirongw/lemniscate.pytorch, ``lib/NCEAverage.py``)
-mixes old and new with momentum 0.5 and re-normalises:
-``v_i <- normalize(m v_i + (1 - m) f_i)``.
+instance entry f_i -> v_i", every f_i being a unit vector; the official code
+(zhirongw/lemniscate.pytorch, ``lib/NCEAverage.py``) mixes old and new with momentum 0.5
+and re-normalises: ``v_i <- normalize(m v_i + (1 - m) f_i)``.
 
 The bank is a persistent buffer, so checkpoints hold it and resume it exactly. Under
 torch.distributed every rank applies the update of the *global* batch (indices and

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -67,13 +68,13 @@ def batch(seed: int = 0, size: int = 8) -> tuple[Tensor, Tensor]:
 
 
 def nce_reference(f: Tensor, bank: Tensor, rows: Tensor, t: float, z: float) -> Tensor:
-    """Wu et al. 2018, Eq. (4)-(6), one sample and one noise entry at a time."""
+    """Wu et al. 2018, Eq. (4), (6) and (7), one sample and one noise entry at a time."""
     n, k = bank.shape[0], rows.shape[1] - 1
     total = 0.0
     for b in range(len(f)):
         for col in range(k + 1):
             p = math.exp(float(bank[rows[b, col]] @ f[b]) / t) / z       # P(i|v), Eq. (4)
-            h = p / (p + k * (1.0 / n))                                  # Eq. (5)
+            h = p / (p + k * (1.0 / n))                                  # Eq. (6)
             total += math.log(h) if col == 0 else math.log(1.0 - h)
     return torch.tensor(-total / len(f))
 
@@ -204,6 +205,16 @@ def test_resume_from_state_dict_gives_the_same_next_loss_and_bank():
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1])
     assert torch.equal(results[0][2], results[1][2])
+
+
+def test_prepare_warns_when_noise_samples_outnumber_the_images():
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    with pytest.warns(UserWarning, match="loss=softmax"):
+        make(nce_k=N_DATA).prepare(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(nce_k=N_DATA, loss="softmax").prepare(images)  # the exact softmax needs no noise
+        make(nce_k=N_DATA - 1).prepare(images)
 
 
 def test_config_bounds_are_checked():
