@@ -22,10 +22,10 @@ Where the paper is silent, this follows the official code:
   ``overlapL2Weight = 10``); here the band is 4/128 of the image size (1 px at 32 px).
 * Targets are scaled to ``[-1, 1]`` with a tanh output, and the L2 is averaged over
   the predicted region's pixels (Torch's ``MSECriterion`` on the 64 x 64 patch).
-* Adam with beta1 = 0.5; ``lr = 0.0002`` for the discriminator and 10x that for the
-  encoder-decoder when the joint loss is used ("LR of Gen is 10 times Adv"). The default
-  ``lr`` is the encoder-decoder's 0.002 and ``disc_lr_scale = 0.1`` is stored as
-  ``lr_scale`` in the discriminator's parameter groups; constant learning rate.
+* Adam with beta1 = 0.5 and a constant ``lr = 0.0002``; with the joint loss the
+  official encoder-decoder (generator) rate is 10x that ("LR of Gen is 10 times Adv"),
+  which ``gen_lr_scale = 10`` puts as ``lr_scale`` into the encoder-decoder's parameter
+  groups when ``adversarial`` is on (the discriminator keeps ``lr``).
 * DCGAN initialisation (normal, std 0.02) of the decoder and the discriminator.
 
 The engine runs one optimiser, so both players are trained by one backward pass:
@@ -132,8 +132,7 @@ class ContextEncoder(Method):
     class Config(OptimConfig):
         optimizer: Literal["sgd", "lars", "adam", "adamw"] = hp(
             "adam", "optimizer (official code: Adam)")
-        lr: float = hp(0.002, "encoder-decoder learning rate (official: lr=0.0002, x10 for "
-                       "the generator with the joint loss)", gt=0)
+        lr: float = hp(2e-4, "learning rate (official: lr=0.0002)", gt=0)
         lr_batch: int = hp(0, "lr is used as is (official batch size: 64)", ge=0)
         momentum: float = hp(0.5, "Adam beta1 (official: beta1=0.5)", ge=0, lt=1)
         beta2: float = hp(0.999, "Adam beta2 (Torch optim.adam default)", ge=0, lt=1)
@@ -153,8 +152,8 @@ class ContextEncoder(Method):
         adversarial: bool = hp(False, "add the adversarial loss and a discriminator (Sec. 3.2)")
         rec_weight: float = hp(0.999, "lambda_rec of the joint loss (paper: 0.999)", ge=0)
         adv_weight: float = hp(0.001, "lambda_adv of the joint loss (paper: 0.001)", ge=0)
-        disc_lr_scale: float = hp(0.1, "discriminator lr / encoder-decoder lr (official: "
-                                  "1/10)", gt=0)
+        gen_lr_scale: float = hp(10.0, "with the adversarial loss: encoder-decoder lr / "
+                                 "discriminator lr (official: 10)", gt=0)
         decoder_width: int = hp(512, "channels of the first up-convolution (official: "
                                 "ngf*8 = 512)", ge=8)
         disc_width: int = hp(64, "channels of the discriminator's first layer (official: "
@@ -274,18 +273,20 @@ class ContextEncoder(Method):
         return self.inpaint(images)[1]
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The base groups for backbone and decoder; the discriminator's own groups carry
-        ``lr_scale = disc_lr_scale`` (the official code's D learning rate is 1/10)."""
-        disc = set(map(id, self.disc.parameters())) if self.disc is not None else set()
-        groups = []
-        for group in super().parameter_groups():
-            mine = [p for p in group["params"] if id(p) not in disc]
-            theirs = [p for p in group["params"] if id(p) in disc]
+        """The base groups; with the adversarial loss the discriminator gets groups of its
+        own and the encoder-decoder's groups carry ``lr_scale = gen_lr_scale`` (the
+        official generator learns 10x faster than the discriminator)."""
+        groups = super().parameter_groups()
+        if self.disc is None:
+            return groups
+        disc = set(map(id, self.disc.parameters()))
+        split = []
+        for group in groups:
             extra = {k: v for k, v in group.items() if k != "params"}
-            groups.append({"params": mine, **extra})
-            if theirs:
-                groups.append({"params": theirs, **extra, "lr_scale": self.config.disc_lr_scale})
-        return [g for g in groups if g["params"]]
+            split.append({"params": [p for p in group["params"] if id(p) not in disc], **extra,
+                          "lr_scale": self.config.gen_lr_scale})
+            split.append({"params": [p for p in group["params"] if id(p) in disc], **extra})
+        return [g for g in split if g["params"]]
 
 
 def _feature_shape(backbone: sslzoo.Backbone, size: int) -> tuple[int, int, int]:
