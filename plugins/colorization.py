@@ -231,8 +231,8 @@ def _load_images_and_method(run_dir: str, num: int, device: str) -> tuple[Tensor
     plugins = default_plugins()
     run = load_run(run_dir, device, plugins=plugins)
     if run.spec.method_cls.name != Colorization.name:
-        raise ConfigError(f"{run_dir} is a {run.spec.method_cls.name} run; this command "
-                          f"needs a {Colorization.name} run")
+        raise ConfigError(f"{run_dir} was trained with {run.spec.method_cls.name!r}; this command "
+                          f"works on {Colorization.name} runs only")
     t = run.spec.train
     data = load_data(t.data, "test", t.image_size, root=t.data_root, download=False,
                      registry=plugins.datasets)

@@ -234,19 +234,26 @@ class ContextEncoder(Method):
         if self.disc is None:
             out["loss"] = out["rec"]
             return out
-        real_logit = self.disc(target)
-        fake_logit = self.disc(pred.detach())               # D's loss: no gradient to G
-        out["disc"] = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
-                       + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
-        # G's adversarial term through D with detached weights (and throw-away BN
-        # statistics): its gradient reaches the generator only
-        frozen = {n: p.detach() for n, p in self.disc.named_parameters()}
-        frozen.update({n: b.clone() for n, b in self.disc.named_buffers()})
-        gen_logit = functional_call(self.disc, frozen, (pred,))
-        out["adv"] = F.binary_cross_entropy_with_logits(gen_logit, torch.ones_like(gen_logit))
+        out.update(self._adversarial(target, pred))
         out["gen"] = c.rec_weight * out["rec"] + c.adv_weight * out["adv"]
         out["loss"] = out["gen"] + out["disc"]
         return out
+
+    def _adversarial(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """The discriminator's loss (``disc``) and the generator's adversarial term
+        (``adv``, Eq. 2-3 with the usual non-saturating generator loss of the code)."""
+        assert self.disc is not None
+        bce = F.binary_cross_entropy_with_logits
+        real_logit = self.disc(real)                                        # (B, 1)
+        fake_logit = self.disc(fake.detach())               # D's loss: no gradient to G
+        disc = bce(real_logit, torch.ones_like(real_logit)) + bce(fake_logit,
+                                                                  torch.zeros_like(fake_logit))
+        # G's term through D with detached weights (and throw-away BN statistics): its
+        # gradient reaches the generator only
+        frozen = {n: p.detach() for n, p in self.disc.named_parameters()}
+        frozen.update({n: buf.clone() for n, buf in self.disc.named_buffers()})
+        gen_logit = functional_call(self.disc, frozen, (fake,))
+        return {"disc": disc, "adv": bce(gen_logit, torch.ones_like(gen_logit))}
 
     def training_step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
         out = self.losses(self.augment(images))
@@ -353,8 +360,8 @@ def _load_images_and_method(run_dir: str, num: int, device: str,
     plugins = default_plugins()
     run = load_run(run_dir, device, plugins=plugins)
     if run.spec.method_cls.name != expected:
-        raise ConfigError(f"{run_dir} is a {run.spec.method_cls.name} run; this command "
-                          f"needs a {expected} run")
+        raise ConfigError(f"{run_dir} was trained with {run.spec.method_cls.name!r}; this command "
+                          f"works on {expected} runs only")
     t = run.spec.train
     data = load_data(t.data, "test", t.image_size, root=t.data_root, download=False,
                      registry=plugins.datasets)

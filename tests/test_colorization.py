@@ -71,7 +71,8 @@ def test_registers_through_the_plugin_loader() -> None:
 
 def test_defaults_follow_the_paper() -> None:
     c = Colorization.Config()
-    assert (c.optimizer, c.lr, c.momentum, c.beta2, c.weight_decay) == ("adam", 3e-5, 0.9, 0.99, 1e-3)
+    assert (c.optimizer, c.lr, c.momentum, c.beta2, c.weight_decay) == (
+        "adam", 3e-5, 0.9, 0.99, 1e-3)
     assert (c.grid_size, c.neighbours, c.sigma, c.rebalance_lambda, c.temperature) == (
         10, 5, 5.0, 0.5, 0.38)
     assert Colorization.backbone_in_chans(c) == 1
@@ -170,7 +171,8 @@ def test_training_lowers_the_loss() -> None:
     assert m(x, torch.arange(8))["loss"].item() < 0.8 * first
 
 
-def test_colorize_keeps_the_lightness_and_uses_the_annealed_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_colorize_keeps_the_lightness_and_uses_the_annealed_mean(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     m = make()
     x = images(2)
     q = int((m.bins - torch.tensor([30.0, -20.0])).norm(dim=1).argmin())

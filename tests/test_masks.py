@@ -112,7 +112,8 @@ def test_masked_l2_ignores_unmasked_pixels_and_matches_a_slow_loop() -> None:
                 if w[b, 0, y, x] > 0:
                     count += 3
                     for c in range(3):
-                        total += w[b, 0, y, x].item() * (pred[b, c, y, x] - target[b, c, y, x]).item() ** 2
+                        err = (pred[b, c, y, x] - target[b, c, y, x]).item()
+                        total += w[b, 0, y, x].item() * err ** 2
     assert loss.item() == pytest.approx(total / count, rel=1e-5)
     changed = torch.where(mask, pred, pred + 5.0)           # unmasked pixels only
     assert masked_l2(changed, target, w).item() == pytest.approx(loss.item(), rel=1e-6)
