@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -42,7 +43,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    out = Path(args.out_dir) / f"{args.method}-{args.data}-{int(time.time())}"
+    out = Path(args.out_dir) / f"{args.method}-{args.data}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     method_sets, aug_sets = split_overrides(parse_assignments(args.sets))
     train_values = {"method": args.method, "data": args.data, "backbone": args.backbone,
                     "image_size": args.image_size, "epochs": args.epochs,
