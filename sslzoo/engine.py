@@ -55,6 +55,9 @@ def build_optimizer(method: Method, peak_lr: float) -> torch.optim.Optimizer:
     """The optimiser the method's Config names, over its parameter groups."""
     c = method.config
     groups = method.parameter_groups()
+    for group in groups:  # timm's convention: a group may run at a multiple of the rate
+        if "lr_scale" in group:
+            group["lr"] = peak_lr * group["lr_scale"]
     if c.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=peak_lr, momentum=c.momentum,
                                weight_decay=c.weight_decay, nesterov=getattr(c, "nesterov", False))

@@ -131,3 +131,21 @@ def test_a_method_step_traces_under_torch_compile():
     out = compiled(torch.rand(8, 3, 16, 16), torch.arange(8))
     out["loss"].backward()
     assert math.isfinite(out["loss"].item())
+
+
+def test_parameter_groups_with_lr_scale_get_a_multiple_of_the_peak_rate():
+    from sslzoo.engine import build_optimizer
+
+    class Scaled(torch.nn.Module):
+        config = resolve({**TINY, "method": "simclr"}).method_config
+
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+        def parameter_groups(self):
+            return [{"params": self.a.parameters()},
+                    {"params": self.b.parameters(), "lr_scale": 10.0}]
+
+    opt = build_optimizer(Scaled(), 0.01)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.1])
