@@ -219,22 +219,7 @@ def register_commands(cli: Any) -> None:
     def colorize(run_dir: str, out: str, num: int, device: str) -> None:
         """Colourise test images with a trained colorization run and save a grid
         (rows: original, greyscale input, colourised with the annealed mean)."""
-        images, method = _load_images_and_method(run_dir, num, device)
+        from sslzoo.runs import load_run_and_test_images
+
+        method, images = load_run_and_test_images(run_dir, num, device, method=Colorization.name)
         click.echo(str(save_colorization_grid(method, images, out)))
-
-
-def _load_images_and_method(run_dir: str, num: int, device: str) -> tuple[Tensor, Any]:
-    from sslzoo.data import load_data, sample_images
-    from sslzoo.plugins import default_plugins
-    from sslzoo.runs import load_run
-
-    plugins = default_plugins()
-    run = load_run(run_dir, device, plugins=plugins)
-    if run.spec.method_cls.name != Colorization.name:
-        raise ConfigError(f"{run_dir} was trained with {run.spec.method_cls.name!r}; this command "
-                          f"works on {Colorization.name} runs only")
-    t = run.spec.train
-    data = load_data(t.data, "test", t.image_size, root=t.data_root, download=False,
-                     registry=plugins.datasets)
-    images = sample_images(data, num, seed=0).to(device).float() / 255
-    return images, run.method

@@ -347,23 +347,7 @@ def register_commands(cli: Any) -> None:
     def inpaint(run_dir: str, out: str, num: int, device: str) -> None:
         """Inpaint test images with a trained inpainting run and save a grid
         (rows: original, masked input, reconstruction)."""
-        images, method = _load_images_and_method(run_dir, num, device, ContextEncoder.name)
+        from sslzoo.runs import load_run_and_test_images
+
+        method, images = load_run_and_test_images(run_dir, num, device, method=ContextEncoder.name)
         click.echo(str(save_inpainting_grid(method, images, out)))
-
-
-def _load_images_and_method(run_dir: str, num: int, device: str,
-                            expected: str) -> tuple[Tensor, Any]:
-    from sslzoo.data import load_data, sample_images
-    from sslzoo.plugins import default_plugins
-    from sslzoo.runs import load_run
-
-    plugins = default_plugins()
-    run = load_run(run_dir, device, plugins=plugins)
-    if run.spec.method_cls.name != expected:
-        raise ConfigError(f"{run_dir} was trained with {run.spec.method_cls.name!r}; this command "
-                          f"works on {expected} runs only")
-    t = run.spec.train
-    data = load_data(t.data, "test", t.image_size, root=t.data_root, download=False,
-                     registry=plugins.datasets)
-    images = sample_images(data, num, seed=0).to(device).float() / 255
-    return images, run.method

@@ -83,3 +83,27 @@ def export_backbone(path: str | Path, out: str | Path, *, plugins: Plugins | Non
     inner = getattr(backbone, "model", None)
     state = (inner if isinstance(inner, torch.nn.Module) else backbone).state_dict()
     return checkpoint.save_atomic({k: v.detach().clone() for k, v in state.items()}, out)
+
+
+def load_run_and_test_images(path: str | Path, num: int, device: str | torch.device = "cpu", *,
+                             method: str | None = None, plugins: Plugins | None = None
+                             ) -> tuple[Method, torch.Tensor]:
+    """A run's trained method and ``num`` of its test images (float in [0, 1]), for
+    commands that show what a method does (``sslzoo inpaint``, ``sslzoo colorize``).
+
+    Raises:
+        ConfigError: the run was trained with another method than ``method``.
+    """
+    from sslzoo.data import load_data, sample_images
+    from sslzoo.errors import ConfigError
+
+    plugins = plugins or default_plugins()
+    run = load_run(path, device, plugins=plugins)
+    if method is not None and run.spec.method_cls.name != method:
+        raise ConfigError(f"{path} was trained with {run.spec.method_cls.name!r}; this command "
+                          f"works on {method} runs only")
+    t = run.spec.train
+    data = load_data(t.data, "test", t.image_size, root=t.data_root, download=False,
+                     registry=plugins.datasets)
+    images = sample_images(data, num, seed=0).to(device).float() / 255
+    return run.method, images

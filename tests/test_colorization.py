@@ -204,8 +204,8 @@ def test_regression_option_trains_l2_on_ab() -> None:
 
 def test_colorize_command_writes_a_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m = make()
-    monkeypatch.setattr(colorization, "_load_images_and_method",
-                        lambda run_dir, num, device: (images(num), m))
+    monkeypatch.setattr("sslzoo.runs.load_run_and_test_images",
+                        lambda run_dir, num, device, method: (m, images(num)))
 
     @click.group()
     def cli() -> None:

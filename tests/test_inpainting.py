@@ -214,8 +214,8 @@ def test_reconstruction_keeps_the_context_and_writes_a_grid(tmp_path: Path) -> N
 
 def test_inpaint_command_writes_a_grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m = make()
-    monkeypatch.setattr(inpainting, "_load_images_and_method",
-                        lambda run_dir, num, device, expected: (images(num), m))
+    monkeypatch.setattr("sslzoo.runs.load_run_and_test_images",
+                        lambda run_dir, num, device, method: (m, images(num)))
 
     @click.group()
     def cli() -> None:
