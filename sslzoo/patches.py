@@ -116,7 +116,8 @@ def rotate_grid(x: Tensor, direction: Direction) -> Tensor:
     return x if k == 0 else torch.rot90(x, k, dims=(-2, -1))
 
 
-def random_subcrop_pad(patches: Tensor, size: int, generator: torch.Generator | None = None) -> Tensor:
+def random_subcrop_pad(patches: Tensor, size: int,
+                       generator: torch.Generator | None = None) -> Tensor:
     """Keep a random ``size x size`` window of every patch, pasted at a random place
     of an otherwise zero patch of the original size.
 
@@ -142,10 +143,10 @@ def random_subcrop_pad(patches: Tensor, size: int, generator: torch.Generator | 
     dev = patches.device
     crop = torch.randint(0, p - size + 1, (n, 2), device=dev, generator=generator)
     paste = torch.randint(0, p - size + 1, (n, 2), device=dev, generator=generator)
-    pos = torch.arange(p, device=dev)
-    src = pos.view(1, 1, p) - paste.unsqueeze(-1) + crop.unsqueeze(-1)   # (N, 2, p)
-    inside = (pos.view(1, 1, p) >= paste.unsqueeze(-1)) & (pos.view(1, 1, p) < paste.unsqueeze(-1) + size)
-    src = src.clamp(0, p - 1)
+    pos = torch.arange(p, device=dev).view(1, 1, p)
+    start = paste.unsqueeze(-1)                                           # (N, 2, 1)
+    src = (pos - start + crop.unsqueeze(-1)).clamp(0, p - 1)              # (N, 2, p)
+    inside = (pos >= start) & (pos < start + size)                       # (N, 2, p)
     rows, cols = src[:, 0], src[:, 1]                                     # (N, p)
     idx = torch.arange(n, device=dev).view(n, 1, 1)
     out = patches[idx, :, rows.unsqueeze(-1), cols.unsqueeze(1)]          # (N, p, p, C)

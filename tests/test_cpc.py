@@ -23,8 +23,9 @@ class TinyBackbone(Backbone):
 
     def __init__(self, width: int = 12) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.Conv2d(8, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
         self.num_features = width
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -88,8 +89,9 @@ def _slow_cpc_loss(method: CPC, z: Tensor) -> tuple[float, float]:
                         i, j = _origin(direction, r, s)
                         target = (bb, i + k * _STEP[direction][0], j + k * _STEP[direction][1])
                         scores = (cand_z @ pred).double()
-                        terms.append(float(torch.logsumexp(scores, 0) - scores[cands.index(target)]))
-                        hits += int(scores.argmax()) == cands.index(target)
+                        t = cands.index(target)
+                        terms.append(float(torch.logsumexp(scores, 0) - scores[t]))
+                        hits += int(scores.argmax()) == t
             step_losses.append(sum(terms) / len(terms))
             step_accs.append(hits / len(terms))
     return sum(step_losses) / len(step_losses), sum(step_accs) / len(step_accs)
@@ -193,7 +195,8 @@ def test_layer_norm_option_removes_batch_statistics_between_patches():
     torch.manual_seed(0)
     method = make_cpc(augment="none", patch_norm="layer")
     assert not any(isinstance(m, nn.BatchNorm2d) for m in method.modules())
-    assert sum(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in method.backbone.modules()) == 2
+    norms = [m for m in method.backbone.modules() if isinstance(m, nn.GroupNorm)]
+    assert len(norms) == 2 and all(m.num_groups == 1 for m in norms)
     x = method.preprocess(torch.rand(2, 3, 32, 32))
     z = method.encode_patches(x)                       # train mode: batch statistics if any
     alone = method.encode_patches(x[:1])
@@ -229,7 +232,8 @@ def test_embed_averages_the_patch_grid_or_uses_the_whole_image():
 def test_grayscale_option_feeds_identical_channels():
     x = torch.rand(2, 3, 8, 8)
     grey = make_cpc().preprocess(x) * make_cpc().std + make_cpc().mean
-    assert torch.allclose(grey[:, 0], grey[:, 1], atol=1e-6) and torch.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
+    assert torch.allclose(grey[:, 0], grey[:, 1], atol=1e-6)
+    assert torch.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
     colour = make_cpc(grayscale=False).preprocess(x)
     assert not torch.allclose(colour[:, 0], colour[:, 1])
 

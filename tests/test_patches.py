@@ -27,7 +27,8 @@ def test_half_overlap_grid_rejects_images_smaller_than_the_grid():
         half_overlap_grid(6, 7)
 
 
-@pytest.mark.parametrize("layout", [PatchGrid(7, 8, 4), PatchGrid(3, 6, 3, offset=2), PatchGrid(2, 5, 5)])
+@pytest.mark.parametrize("layout", [PatchGrid(7, 8, 4), PatchGrid(3, 6, 3, offset=2),
+                                    PatchGrid(2, 5, 5)])
 def test_extract_patches_matches_slicing(layout):
     x = torch.randn(2, 3, 33, 33)
     tiles = extract_patches(x, layout)
