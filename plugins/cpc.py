@@ -225,7 +225,7 @@ class CPC(Method):
             patches = random_subcrop_pad(patches, size)
         z = self.backbone(patches)                               # (B*G*G, F)
         g = layout.grid
-        return z.view(x.shape[0], g, g, -1).permute(0, 3, 1, 2)
+        return z.reshape(x.shape[0], g, g, -1).permute(0, 3, 1, 2)
 
     def cpc_loss(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """InfoNCE of every prediction ``W_k c_{i,j}`` against all patches of the batch.
