@@ -4,6 +4,10 @@ Shapes are commented as ``(N, D)``: N samples of D-dimensional embeddings.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,6 +21,17 @@ def _check_temperature(temperature: float) -> None:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
 
 
+def _in_fp32(loss: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Compute ``loss`` in float32 even under autocast: low-precision logits divided by a
+    small temperature (0.07) lose the differences the loss is made of."""
+    @functools.wraps(loss)
+    def wrapper(*args: Any, **kwargs: Any) -> Tensor:
+        with torch.autocast(args[0].device.type, enabled=False):
+            return loss(*args, **kwargs)
+    return wrapper
+
+
+@_in_fp32
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, gather: bool = True) -> Tensor:
     """NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR.
 
@@ -57,6 +72,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, gather: bool = 
     return F.cross_entropy(logits, pos_idx)
 
 
+@_in_fp32
 def info_nce(query: Tensor, positive_key: Tensor, negative_keys: Tensor | None = None,
              temperature: float = 0.07, *, normalize: bool = True) -> Tensor:
     """InfoNCE with explicit negatives (CPC, MoCo).

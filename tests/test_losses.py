@@ -108,3 +108,13 @@ def test_nt_xent_over_two_processes_equals_one_process_on_the_global_batch():
     # the gradient all_gather sends back is summed over ranks: each rank gets its share
     torch.testing.assert_close(torch.cat([r0["g1"], r1["g1"]]), full1.grad, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(torch.cat([r0["g2"], r1["g2"]]), full2.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_losses_compute_in_float32_under_autocast():
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = nt_xent(z1, z2, 0.07), info_nce(z1, z2, z2, 0.07)
+    assert a.dtype == torch.float32 and b.dtype == torch.float32
+    assert a.item() == pytest.approx(nt_xent(z1, z2, 0.07).item(), rel=1e-6)
+    assert b.item() == pytest.approx(info_nce(z1, z2, z2, 0.07).item(), rel=1e-6)
