@@ -14,39 +14,22 @@ from torch import Tensor, nn
 
 from sslzoo import color
 from sslzoo import config as cfg
-from sslzoo.augment import Augment
-from sslzoo.backbone import Backbone
 from sslzoo.method import DataInfo
 from sslzoo_plugins import colorization
 from sslzoo_plugins.colorization import Colorization
+from tests.tiny import Identity, TinyBackbone
 
 SIZE = 16
 
 
-class TinyBackbone(Backbone):
-    """Two stride-2 convolutions: (B, C, 16, 16) -> (B, 16, 4, 4)."""
-
-    def __init__(self, in_chans: int = 3) -> None:
-        super().__init__()
-        self.in_chans, self.num_features = in_chans, 16
-        self.net = nn.Sequential(nn.Conv2d(in_chans, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
-class Identity(Augment):
-    name = "identity"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x
 
 
 def make(seed: int = 0, **overrides: Any) -> Colorization:
     torch.manual_seed(seed)
     config = cfg.build(Colorization.Config, {k: str(v) for k, v in overrides.items()})
-    backbone = TinyBackbone(Colorization.backbone_in_chans(config))
+    backbone = TinyBackbone(relu_out=True, in_chans=Colorization.backbone_in_chans(config))
     return Colorization(backbone, config, Identity(), DataInfo(64, SIZE))
 
 

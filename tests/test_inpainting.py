@@ -12,42 +12,25 @@ from click.testing import CliRunner
 from torch import Tensor, nn
 
 from sslzoo import config as cfg
-from sslzoo.augment import Augment
-from sslzoo.backbone import Backbone
 from sslzoo.errors import ConfigError
 from sslzoo.masks import center_mask, erode, random_block_mask
 from sslzoo.method import DataInfo
 from sslzoo_plugins import inpainting
 from sslzoo_plugins.inpainting import ChannelWiseFC, ContextEncoder
+from tests.tiny import Identity, TinyBackbone
 
 SIZE = 16
 
 
-class TinyBackbone(Backbone):
-    """Two stride-2 convolutions: (B, C, 16, 16) -> (B, 16, 4, 4)."""
-
-    def __init__(self, in_chans: int = 3) -> None:
-        super().__init__()
-        self.in_chans, self.num_features = in_chans, 16
-        self.net = nn.Sequential(nn.Conv2d(in_chans, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
-class Identity(Augment):
-    name = "identity"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x
 
 
 def make(seed: int = 0, **overrides: Any) -> ContextEncoder:
     torch.manual_seed(seed)
     values = {"decoder_width": 16, "disc_width": 8, **overrides}
     config = cfg.build(ContextEncoder.Config, {k: str(v) for k, v in values.items()})
-    return ContextEncoder(TinyBackbone(), config, Identity(), DataInfo(64, SIZE))
+    return ContextEncoder(TinyBackbone(relu_out=True), config, Identity(), DataInfo(64, SIZE))
 
 
 def images(n: int = 6, seed: int = 1) -> Tensor:

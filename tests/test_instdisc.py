@@ -10,33 +10,18 @@ from torch import Tensor, nn
 
 from sslzoo import config as cfg
 from sslzoo.augment import Augment
-from sslzoo.backbone import Backbone
 from sslzoo.errors import ConfigError
 from sslzoo.losses import nce_loss
 from sslzoo.method import DataInfo
 from sslzoo_plugins.instdisc import InstDisc
+from tests.tiny import Identity, TinyBackbone
 from tests.dist_helpers import run_distributed
 
 N_DATA = 40
 
 
-class TinyBackbone(Backbone):
-    num_features = 16
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
-                                 nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2, padding=1))
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
-class Identity(Augment):
-    name = "test-identity"
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.clone()
 
 
 class RandomFlip(Augment):
