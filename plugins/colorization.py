@@ -29,8 +29,10 @@ Choices where the paper leaves room, and what the official code does:
   The official training also masks out greyscale images; that is not done here.
 * Neighbours: the paper's 5 (the official training layer uses 10: ``--set neighbours=10``).
 * Optimiser: "Adam ... beta1 = .9, beta2 = .99, and weight decay = 10^-3. Initial
-  learning rate was 3 x 10^-5 and dropped to 10^-5 and 3 x 10^-6 when loss plateaued";
-  a cosine decay stands in for the two drops. Tiny runs may want a larger ``--lr``.
+  learning rate was 3 x 10^-5 and dropped to 10^-5 and 3 x 10^-6 when loss plateaued".
+  The drops are ``lr_gamma = 0.316`` (so 3e-5 -> 9.5e-6 -> 3e-6) at the official
+  solver's step size, 225k of its 500k iterations (``lr_milestones = (0.45, 0.9)``).
+  Tiny runs may want a larger ``--lr``.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ import sslzoo
 from sslzoo import color, distributed
 from sslzoo.config import hp
 from sslzoo.errors import ConfigError
-from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 
 #: ab scale of the regression option (official PyTorch code: ``ab_norm = 110``).
 AB_NORM = 110.0
@@ -75,6 +77,12 @@ class Colorization(Method):
         momentum: float = hp(0.9, "Adam beta1 (paper: .9)", ge=0, lt=1)
         beta2: float = hp(0.99, "Adam beta2 (paper: .99)", ge=0, lt=1)
         weight_decay: float = hp(1e-3, "weight decay (paper: 10^-3)", ge=0)
+        schedule: Schedule = hp("step", "learning-rate schedule (official solver: step)")
+        lr_milestones: tuple[float, ...] = hp(
+            (0.45, 0.9), "fractions of the run where the lr drops (official solver: 225k "
+                         "iteration steps of 500k)", gt=0, lt=1)
+        lr_gamma: float = hp(0.316, "factor of each drop (paper: 3e-5 -> 1e-5 -> 3e-6)",
+                             gt=0, le=1)
         loss: Literal["classification", "regression"] = hp(
             "classification", "classification over ab bins (Eq. 2) or L2 on ab (Eq. 1)")
         grid_size: int = hp(10, "side of the ab cells (paper: 10)", ge=2)

@@ -75,7 +75,7 @@ from sslzoo import distributed
 from sslzoo.config import hp
 from sslzoo.errors import ConfigError
 from sslzoo.losses import info_nce_candidates
-from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 from sslzoo.patches import (DIRECTIONS, extract_patches, half_overlap_grid, random_subcrop_pad,
                             rotate_grid)
 
@@ -161,7 +161,7 @@ class CPC(Method):
         lr: float = hp(2e-4, "learning rate (paper: 'a learning rate of 2e-4')", gt=0)
         lr_batch: int = hp(0, "0: lr is used as is at any batch size (paper: Adam at 2e-4)", ge=0)
         weight_decay: float = hp(0.0, "weight decay (paper: none mentioned)", ge=0)
-        schedule: Literal["cosine", "constant"] = hp(
+        schedule: Schedule = hp(
             "constant", "learning-rate schedule (paper: none mentioned, so constant)")
         grid: int = hp(7, "patches per side, overlapping by half, patch = 2 x image/(grid+1) "
                           "(paper: 7x7 grid of 64x64 crops at 32 px stride in 256 px images; "

@@ -51,7 +51,7 @@ from sslzoo.config import hp
 from sslzoo.errors import ConfigError
 from sslzoo.masks import (center_box, center_mask, erode, masked_l2, overlap_pixels,
                           overlap_weights, random_block_mask, random_region_mask)
-from sslzoo.method import IMAGENET_MEAN, DataInfo, Method, OptimConfig
+from sslzoo.method import IMAGENET_MEAN, DataInfo, Method, OptimConfig, Schedule
 
 
 class ChannelWiseFC(nn.Module):
@@ -137,7 +137,7 @@ class ContextEncoder(Method):
         momentum: float = hp(0.5, "Adam beta1 (official: beta1=0.5)", ge=0, lt=1)
         beta2: float = hp(0.999, "Adam beta2 (Torch optim.adam default)", ge=0, lt=1)
         weight_decay: float = hp(0.0, "weight decay (official: none)", ge=0)
-        schedule: Literal["cosine", "constant"] = hp(
+        schedule: Schedule = hp(
             "constant", "learning-rate schedule (official: constant)")
         mask: Literal["center", "block", "region"] = hp(
             "center", "removed region: central square, random blocks or random regions "

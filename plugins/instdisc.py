@@ -39,7 +39,8 @@ shows it smoothing training for lambda between 10 and 50.
 
 Optimiser: SGD, momentum 0.9, learning rate 0.03 at batch 256 (paper Sec. 4 and
 ``main.py``), weight decay 5e-4 (the official CIFAR script; its ImageNet script uses
-1e-4). The paper's step decay is replaced by the engine's cosine schedule. Augment:
+1e-4), dropped 10x at epochs 80, 120 and 160 of 200 (the official CIFAR script; the
+paper's ImageNet runs drop at 120 and 160: ``--set lr_milestones=0.6,0.8``). Augment:
 ``instdisc`` (the official ``main.py`` pipeline).
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ from sslzoo.config import hp
 from sslzoo.heads import ProjectionHead
 from sslzoo.losses import nce_loss
 from sslzoo.memory import MemoryBank
-from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 
 
 class InstDisc(Method):
@@ -78,6 +79,10 @@ class InstDisc(Method):
         momentum: float = hp(0.9, "SGD momentum (official code: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(5e-4, "weight decay (official CIFAR code: 5e-4; ImageNet "
                                  "code: 1e-4)", ge=0)
+        schedule: Schedule = hp("step", "learning-rate schedule (paper: step drops)")
+        lr_milestones: tuple[float, ...] = hp(
+            (0.4, 0.6, 0.8), "fractions of the run where the lr drops 10x (official CIFAR "
+                             "code: epochs 80, 120, 160 of 200)", gt=0, lt=1)
         proj_dim: int = hp(128, "embedding width (paper: 128)", ge=1)
         loss: Literal["nce", "softmax"] = hp(
             "nce", "'nce': NCE with nce_k noise samples (Eq. (7)); 'softmax': full "

@@ -36,7 +36,7 @@ Choices where the paper leaves room or does not fit small images:
 * The encoder was trained on standardised tiles, so :meth:`Jigsaw.preprocess` (what
   evaluation uses) standardises each whole image the same way.
 * Optimiser: the official solver's SGD, base lr 0.01, momentum 0.9, weight decay 5e-4,
-  batch 256 (step decay 10x every 100k of 350k iterations; cosine decay here).
+  batch 256, step decay 10x every 100k of 350k iterations (``lr_milestones``).
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from torch import Tensor, nn
 import sslzoo
 from sslzoo.config import hp
 from sslzoo.errors import ConfigError
-from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 from sslzoo.pretext import JigsawPuzzle, accuracy, jigsaw_sizes, normalize_tiles, permutation_set
 
 
@@ -71,6 +71,10 @@ class Jigsaw(Method):
         lr_batch: int = hp(256, "batch size lr refers to (official solver: 256)", ge=0)
         momentum: float = hp(0.9, "SGD momentum (official solver: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(5e-4, "weight decay (official solver: 5e-4)", ge=0)
+        schedule: Schedule = hp("step", "learning-rate schedule (official solver: step)")
+        lr_milestones: tuple[float, ...] = hp(
+            (0.286, 0.571, 0.857), "fractions of the run where the lr drops 10x (official "
+                                   "solver: every 100k of 350k iterations)", gt=0, lt=1)
         grid: int = hp(3, "cells per side of the puzzle (paper: 3x3)", ge=2, le=4)
         tile_ratio: float = hp(64 / 75, "tile side / cell side (paper: 64 px tiles in 75 px "
                                "cells); the rest is the random gap", gt=0, le=1)

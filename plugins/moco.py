@@ -20,8 +20,8 @@ Where the papers leave details open, the official code (facebookresearch/moco) i
 followed: the key encoder is updated at the start of each forward pass, before the keys
 are computed; the keys of the whole (gathered) batch are enqueued after the loss; the
 queue size must be a multiple of the global batch size; weight decay applies to every
-parameter (``SGD(model.parameters(), ...)``). v1 also uses the cosine schedule here (the
-paper's v1 uses steps at 120 and 160 of 200 epochs; the engine offers cosine or constant).
+parameter (``SGD(model.parameters(), ...)``). v1 drops the rate 10x at epochs 120 and
+160 of 200 (``schedule = "step"``, ``lr_milestones = (0.6, 0.8)``); v2 decays it by a cosine.
 
 Shuffling BN (Sec. 3.3): under torchrun the key batch is shuffled across processes and
 each process normalises its share, as the official ``_batch_shuffle_ddp`` does. On one
@@ -51,7 +51,7 @@ from sslzoo.config import hp
 from sslzoo.errors import ConfigError
 from sslzoo.heads import ProjectionHead
 from sslzoo.losses import info_nce
-from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 from sslzoo.momentum import (KeyQueue, batch_shuffle, batch_unshuffle, convert_split_batch_norm,
                              forward_bn_groups, momentum_update)
 
@@ -73,9 +73,9 @@ class MoCo(Method):
         lr: float = hp(0.03, "learning rate per 256 images (paper: 0.03 for a batch of 256)", gt=0)
         momentum: float = hp(0.9, "SGD momentum (paper: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(1e-4, "weight decay on all parameters (paper: 0.0001)", ge=0)
-        schedule: Literal["cosine", "constant"] = hp(
-            "cosine", "learning-rate schedule (v2: cosine; v1's steps at 120/160 of 200 "
-                      "epochs are not offered, cosine is used)")
+        schedule: Schedule | None = hp(
+            None, "learning-rate schedule; default 'step' for v1 (drops 10x at epochs 120 "
+                  "and 160 of 200: lr_milestones), 'cosine' for v2 (v2 paper)")
         version: Literal[1, 2] = hp(2, "1: MoCo (fc head, T=0.07, moco-v1 augment); "
                                        "2: MoCo v2 (MLP head, T=0.2, blur)", choices=(1, 2))
         dim: int = hp(128, "key/query width (paper: 'the output is a 128-D vector')", ge=1)
@@ -95,6 +95,8 @@ class MoCo(Method):
                                   "set it with --set version=2")
             if self.temperature is None:
                 self.temperature = TEMPERATURE[self.version]
+            if self.schedule is None:
+                self.schedule = "step" if self.version == 1 else "cosine"
 
     def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
                  data: DataInfo) -> None:

@@ -22,8 +22,8 @@ Where this differs from the paper, and why:
 * Optimiser (Sec. 3.1): SGD with batch size 128, momentum 0.9, weight decay 5e-4 and
   learning rate 0.1, dropped 5x after epochs 30, 60 and 80 of 100; the official config
   (``config/CIFAR10_RotNet_NIN4blocks.py``) adds Nesterov momentum and trains 200
-  epochs with drops at 60, 120 and 160. The engine's schedules are cosine or constant,
-  so cosine decay stands in for the steps.
+  epochs with drops at 60, 120 and 160: the same fractions of the run, which is how
+  ``lr_milestones`` expresses them.
   The batch of 128 counts images, not rotated copies (512 inputs per step).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 import sslzoo
 from sslzoo.config import hp
 from sslzoo.heads import ProjectionHead
-from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 from sslzoo.pretext import Rotations, accuracy
 
 
@@ -59,6 +59,11 @@ class Rotation(Method):
         momentum: float = hp(0.9, "SGD momentum (paper: 0.9)", ge=0, lt=1)
         nesterov: bool = hp(True, "Nesterov momentum (official CIFAR config: true)")
         weight_decay: float = hp(5e-4, "weight decay (paper: 5e-4)", ge=0)
+        schedule: Schedule = hp("step", "learning-rate schedule (paper: step drops)")
+        lr_milestones: tuple[float, ...] = hp(
+            (0.3, 0.6, 0.8), "fractions of the run where the lr drops (paper: epochs 30, 60 "
+                             "and 80 of 100)", gt=0, lt=1)
+        lr_gamma: float = hp(0.2, "factor of each drop (paper: 5x)", gt=0, le=1)
         head_hidden: int = hp(
             0, "hidden width of the rotation classifier; 0 = linear on pooled features", ge=0)
 

@@ -61,7 +61,10 @@ def type_name(tp: Any) -> str:
     if _is_optional(tp):
         return type_name(_strip_optional(tp)) + " | None"
     if get_origin(tp) is tuple:
-        return "tuple[" + ", ".join(type_name(a) for a in get_args(tp)) + "]"
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"comma-separated {type_name(args[0])}s"
+        return "tuple[" + ", ".join(type_name(a) for a in args) + "]"
     return getattr(tp, "__name__", str(tp))
 
 

@@ -70,13 +70,25 @@ def build_optimizer(method: Method, peak_lr: float) -> torch.optim.Optimizer:
     return cls(groups, lr=peak_lr, betas=betas, weight_decay=c.weight_decay)
 
 
-def lr_lambda(total_steps: int, warmup_steps: int, schedule: str) -> Callable[[int], float]:
-    """Linear warm-up from ~0 to 1, then cosine decay to 0 (or constant)."""
+def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
+              milestones: tuple[float, ...] = (), gamma: float = 0.1) -> Callable[[int], float]:
+    """Linear warm-up from ~0 to 1, then cosine decay to 0, step drops, or constant.
+
+    Step drops happen once ``step >= milestone * total_steps`` (milestones are fractions
+    of the whole run, warm-up included, like a paper's epoch numbers).
+    """
+    if schedule == "step" and list(milestones) != sorted(milestones):
+        raise ConfigError(f"lr_milestones must be increasing, got {tuple(milestones)}; e.g. "
+                          "--set lr_milestones=0.6,0.8")
+    drops = [m * total_steps for m in milestones]
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         if schedule == "constant":
             return 1.0
+        if schedule == "step":
+            return gamma ** sum(step >= d for d in drops)
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return factor
@@ -152,7 +164,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.method, self.peak_lr)
         warmup = min(round(c.warmup_epochs * steps_per_epoch), self.state.total_steps // 2)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(self.state.total_steps, warmup, c.schedule))
+            self.optimizer, lr_lambda(self.state.total_steps, warmup, c.schedule,
+                                      c.lr_milestones, c.lr_gamma))
+        self.step_lr = self.scheduler.get_last_lr()[0]
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.autocast_dtype is torch.float16)
         torch.manual_seed(t.seed + 7919 * self.rank)  # augmentation differs across ranks
@@ -236,7 +250,7 @@ class Trainer:
                     s.batch_in_epoch += 1
                     log.add(out)
                     if s.step % t.log_every == 0 or s.step == s.total_steps:
-                        s.metrics = log.flush(s, self.scheduler.get_last_lr()[0], len(images))
+                        s.metrics = log.flush(s, self.step_lr, len(images))
                         progress.update(s.step, s.metrics)
                     for cb in self.callbacks:
                         cb(s)
@@ -254,7 +268,7 @@ class Trainer:
                     continue
                 break
         if log.pending:
-            s.metrics = log.flush(s, self.scheduler.get_last_lr()[0], t.batch_size)
+            s.metrics = log.flush(s, self.step_lr, t.batch_size)
         self.save_checkpoint()
         progress.close(s)
         s.interrupted = s.stop
@@ -279,6 +293,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.step_lr = self.scheduler.get_last_lr()[0]  # the rate this step used
         self.scheduler.step()
         self.method.on_step_end()
         return {k: v.detach() for k, v in out.items() if isinstance(v, Tensor) and v.numel() == 1}

@@ -12,6 +12,8 @@ from sslzoo.backbone import Backbone
 from sslzoo.config import hp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: Learning-rate schedules of the engine (after the linear warm-up).
+Schedule = Literal["cosine", "step", "constant"]
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -21,7 +23,10 @@ class OptimConfig:
 
     The peak learning rate is ``lr * batch_size / lr_batch`` (the linear scaling rule of
     Goyal et al. 2017 that SimCLR and MoCo use) unless ``lr_batch`` is 0; ``--lr`` on the
-    command line sets the peak rate directly.
+    command line sets the peak rate directly. ``schedule = "step"`` multiplies the rate
+    by ``lr_gamma`` at each of ``lr_milestones``, given as fractions of the whole run so
+    that a paper's "drop 10x at epochs 120 and 160 of 200" is ``(0.6, 0.8)`` however long
+    the run is.
     """
 
     optimizer: Literal["sgd", "lars", "adam", "adamw"] = hp("sgd", "optimizer")
@@ -29,8 +34,13 @@ class OptimConfig:
     lr_batch: int = hp(256, "batch size that lr refers to; 0 = use lr as is", ge=0)
     momentum: float = hp(0.9, "SGD/LARS momentum, or Adam beta1", ge=0, lt=1)
     weight_decay: float = hp(1e-4, "weight decay", ge=0)
-    warmup_epochs: float = hp(0.0, "linear warm-up before the cosine decay, in epochs", ge=0)
-    schedule: Literal["cosine", "constant"] = hp("cosine", "learning-rate schedule after warm-up")
+    warmup_epochs: float = hp(0.0, "linear warm-up before the schedule, in epochs", ge=0)
+    schedule: Schedule = hp("cosine", "learning-rate schedule after warm-up: cosine decay to "
+                                      "0, step drops at lr_milestones, or constant")
+    lr_milestones: tuple[float, ...] = hp(
+        (0.6, 0.8), "with schedule=step: fractions of the run after which the lr is "
+                    "multiplied by lr_gamma", gt=0, lt=1)
+    lr_gamma: float = hp(0.1, "with schedule=step: factor applied at each milestone", gt=0, le=1)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,25 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
     assert f(110) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_step_schedule_drops_by_gamma_at_each_milestone_fraction():
+    f = lr_lambda(total_steps=200, warmup_steps=0, schedule="step",
+                  milestones=(0.6, 0.8), gamma=0.1)
+    assert [f(s) for s in (0, 119, 120, 159, 160, 199)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+    with pytest.raises(ConfigError, match="increasing"):
+        lr_lambda(10, 0, "step", milestones=(0.8, 0.6))
+
+
+def test_training_run_follows_the_step_schedule(tmp_path):
+    spec = resolve({**TINY, "method": "simclr", "out": str(tmp_path / "run"), "max_steps": 4},
+                   {"proj_hidden_dim": 32, "proj_dim": 16, "schedule": "step",
+                    "lr_milestones": (0.5,), "lr_gamma": 0.2, "warmup_epochs": 0})
+    run = train(spec, quiet=True)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    peak = 0.3 * 64 / 256
+    assert [r["lr"] for r in rows] == pytest.approx([peak, peak, 0.2 * peak, 0.2 * peak])
+
+
 def test_peak_learning_rate_follows_the_linear_scaling_rule(tmp_path):
     trainer = Trainer(tiny_spec(tmp_path / "run", max_steps=1), quiet=True)
     trainer.fit()
