@@ -67,6 +67,8 @@ class MoCo(Method):
         "CVPR 2020. https://arxiv.org/abs/1911.05722; v2: Chen et al., Improved Baselines "
         "with Momentum Contrastive Learning, 2020. https://arxiv.org/abs/2003.04297")
     default_augment: ClassVar[str] = "moco-v2"
+    # shuffling BN needs per-process statistics in the key encoder, even under --sync-bn
+    sync_bn_exclude: ClassVar[tuple[str, ...]] = ("key_backbone", "key_head")
 
     @dataclass
     class Config(OptimConfig):

@@ -70,6 +70,14 @@ def build_optimizer(method: Method, peak_lr: float) -> torch.optim.Optimizer:
     return cls(groups, lr=peak_lr, betas=betas, weight_decay=c.weight_decay)
 
 
+def convert_sync_batch_norm(method: Method) -> Method:
+    """``--sync-bn``: SyncBatchNorm in every child module but ``method.sync_bn_exclude``."""
+    for name, child in list(method.named_children()):
+        if name not in method.sync_bn_exclude:
+            setattr(method, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return method
+
+
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
               milestones: tuple[float, ...] = (), gamma: float = 0.1) -> Callable[[int], float]:
     """Linear warm-up from ~0 to 1, then cosine decay to 0, step drops, or constant.
@@ -147,7 +155,7 @@ class Trainer:
         model: nn.Module = self.method
         if self.world > 1:
             if t.sync_bn:
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                convert_sync_batch_norm(self.method)
             with warnings.catch_warnings():
                 # methods keep their buffers (queues, memory banks) identical across ranks
                 # themselves; broadcasting them every step would be wasted bandwidth

@@ -66,12 +66,16 @@ class Method(nn.Module):
         paper: citation of the paper the method follows.
         default_augment: registered augment pipeline used unless the user picks another.
         Config: the method's hyper-parameters.
+        sync_bn_exclude: names of child modules whose batch norm must stay per process
+            under ``--sync-bn``.
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     default_augment: ClassVar[str] = "simclr"
     Config: ClassVar[type] = OptimConfig
+    #: child modules that ``--sync-bn`` leaves alone (MoCo's shuffled key encoder)
+    sync_bn_exclude: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, backbone: Backbone, config: Any, augment: Augment, data: DataInfo) -> None:
         super().__init__()

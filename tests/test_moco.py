@@ -94,6 +94,24 @@ def test_versions_choose_head_temperature_and_augment():
     assert head2[0].weight.shape == (2048, 512) and head2[2].weight.shape == (128, 2048)
 
 
+def test_versions_choose_their_papers_learning_rate_schedule():
+    v1, v2 = MoCo.Config(version=1), MoCo.Config()
+    assert (v1.schedule, v1.lr_milestones, v1.lr_gamma) == ("step", (0.6, 0.8), 0.1)
+    assert v2.schedule == "cosine"
+    assert MoCo.Config(version=1, schedule="cosine").schedule == "cosine"
+
+
+def test_sync_bn_leaves_the_shuffled_key_encoder_per_process():
+    from sslzoo.engine import convert_sync_batch_norm
+
+    method = convert_sync_batch_norm(make())
+    kinds = {name: {type(m) for m in getattr(method, name).modules()}
+             for name in ("backbone", "key_backbone")}
+    assert nn.SyncBatchNorm in kinds["backbone"]
+    assert not any(issubclass(k, nn.SyncBatchNorm) for k in kinds["key_backbone"])
+    assert any(issubclass(k, nn.modules.batchnorm._BatchNorm) for k in kinds["key_backbone"])
+
+
 def test_an_unknown_version_is_a_config_error():
     with pytest.raises(ConfigError, match="version"):
         cfg.build(MoCo.Config, {"version": "3"})
