@@ -191,7 +191,7 @@ class Colorization(Method):
 
 def save_colorization_grid(method: Colorization, images: Tensor, path: str | Path) -> Path:
     """Write a PNG with one column per image: original, greyscale input, colourised."""
-    from torchvision.utils import save_image
+    from sslzoo.runs import save_image_rows
 
     was_training = method.training
     method.eval()
@@ -201,11 +201,7 @@ def save_colorization_grid(method: Colorization, images: Tensor, path: str | Pat
         method.train(was_training)
     lab = color.rgb_to_lab(images)
     grey = color.lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat([images.float(), grey, colour]).cpu(), path, nrow=len(images),
-               padding=2, pad_value=1.0)
-    return path
+    return save_image_rows([images, grey, colour], path)
 
 
 @sslzoo.hookimpl

@@ -313,7 +313,7 @@ def _feature_shape(backbone: sslzoo.Backbone, size: int) -> tuple[int, int, int]
 
 def save_inpainting_grid(method: ContextEncoder, images: Tensor, path: str | Path) -> Path:
     """Write a PNG with one column per image: original, masked input, reconstruction."""
-    from torchvision.utils import save_image
+    from sslzoo.runs import save_image_rows
 
     was_training = method.training
     method.eval()
@@ -321,11 +321,7 @@ def save_inpainting_grid(method: ContextEncoder, images: Tensor, path: str | Pat
         context, full = method.inpaint(images)
     finally:
         method.train(was_training)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat([images.float(), context.float(), full]).cpu(), path,
-               nrow=len(images), padding=2, pad_value=1.0)
-    return path
+    return save_image_rows([images, context, full], path)
 
 
 @sslzoo.hookimpl

@@ -107,3 +107,15 @@ def load_run_and_test_images(path: str | Path, num: int, device: str | torch.dev
                      registry=plugins.datasets)
     images = sample_images(data, num, seed=0).to(device).float() / 255
     return run.method, images
+
+
+def save_image_rows(rows: list[torch.Tensor], path: str | Path) -> Path:
+    """Write a PNG grid with one row per batch of images (float in [0, 1], equal sizes)
+    and one column per image, for a person to look at; returns the path."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat([r.detach().float().cpu() for r in rows]), path, nrow=len(rows[0]),
+               padding=2, pad_value=1.0)
+    return path
