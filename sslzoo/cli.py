@@ -234,6 +234,31 @@ def eval_(path: str, data: str | None, data_root: str | None, download: bool, pr
             click.echo(f"  {label:<32}{100 * result[key]:6.2f}%")
 
 
+# -- plot --------------------------------------------------------------------------------
+@cli.command("plot")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="folder for the PNG files [default: the run directory]")
+@click.option("--embedding", type=click.Choice(["pca", "tsne", "none"]), default="pca",
+              show_default=True, help="2-D projection of the frozen test features")
+@click.option("--num", default=2000, show_default=True, type=click.IntRange(3, None),
+              help="at most this many test images in the map")
+@click.option("--data", help="labelled data set for the map [default: the run's]")
+@click.option("--device", default="cpu", show_default=True, help="torch device")
+@click.option("--random-init", is_flag=True, help="map the backbone at random initialisation")
+def plot(run_dir: str, out_dir: str | None, embedding: str, num: int, data: str | None,
+         device: str, random_init: bool) -> None:
+    """Training curves (curves.png) and a map of frozen features (embedding.png).
+
+    Needs matplotlib: pip install 'sslzoo[plot]'.
+    """
+    from sslzoo.plots import plot_run
+
+    for path in plot_run(run_dir, out_dir, embedding=embedding, num=num, data=data,
+                         device=device, random_init=random_init, plugins=_plugins()):
+        click.echo(str(path))
+
+
 # -- export ------------------------------------------------------------------------------
 @cli.command()
 @click.argument("path", type=click.Path())
