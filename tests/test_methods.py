@@ -67,3 +67,16 @@ def test_method_is_documented(name):
     from sslzoo.config import describe
 
     assert all(f.help for f in describe(cls.Config)), f"{name}: every field needs help text"
+
+
+@pytest.mark.parametrize("name", methods())
+def test_method_step_traces_under_torch_compile(name):
+    """``--compile``: dynamo traces the step (augments run outside the graph); the eager
+    backend keeps the test fast while checking the same tracing."""
+    torch._dynamo.reset()   # each method gets its own compile cache and recompile budget
+    _, method = tiny_method(name)
+    images, index = torch.rand(BATCH, 3, SIZE, SIZE), torch.arange(BATCH)
+    out = torch.compile(method, backend="eager")(images, index)
+    assert math.isfinite(out["loss"].item())
+    out["loss"].backward()
+    assert any(p.grad is not None for p in method.backbone.parameters())
