@@ -111,7 +111,7 @@ class Colorization(Method):
         self.register_buffer("prior", torch.full((q,), 1.0 / q))
         self.register_buffer("class_weights", torch.ones(q))
         out = q if c.loss == "classification" else 2
-        self.head = nn.Conv2d(backbone.num_features, out, kernel_size=1)
+        self.head = nn.Conv2d(backbone.feature_channels, out, kernel_size=1)
 
     @classmethod
     def backbone_in_chans(cls, config: Any) -> int:

@@ -13,15 +13,26 @@ class Backbone(nn.Module):
     lives in the method.
 
     Attributes:
-        num_features: width of the pooled features (and channels of the spatial map).
+        num_features: width of the pooled features of :meth:`forward`.
+        feature_channels: channels of the spatial map of :meth:`forward_features`;
+            ``num_features`` unless a subclass sets it (a model whose pooling head has
+            its own layer, such as timm's MobileNetV3, pools to a different width).
         in_chans: number of input channels the backbone was built for.
     """
 
     num_features: int
     in_chans: int = 3
 
+    @property
+    def feature_channels(self) -> int:
+        return int(self.__dict__.get("_feature_channels", self.num_features))
+
+    @feature_channels.setter
+    def feature_channels(self, value: int) -> None:
+        self.__dict__["_feature_channels"] = int(value)
+
     def forward_features(self, x: Tensor) -> Tensor:
-        """Spatial feature maps ``(B, num_features, h, w)``."""
+        """Spatial feature maps ``(B, feature_channels, h, w)``."""
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:

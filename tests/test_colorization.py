@@ -79,6 +79,20 @@ def test_gradients_reach_the_backbone_through_the_one_channel_stem() -> None:
     assert stem.shape[1] == 1 and stem.grad is not None and stem.grad.abs().sum() > 0
 
 
+def test_a_backbone_whose_map_is_narrower_than_its_pooled_features_works() -> None:
+    # timm's MobileNetV3 pools through its own hidden layer (num_features 1024) while the
+    # map that colorization classifies per pixel has feature_channels (288) channels
+    from sslzoo.backbones import create_backbone
+
+    config = cfg.build(Colorization.Config, {})
+    backbone = create_backbone("mobilenetv3_small_050", in_chans=1)
+    assert backbone.feature_channels != backbone.num_features
+    m = Colorization(backbone, config, Identity(), DataInfo(64, 32))
+    x = torch.rand(2, 3, 32, 32)
+    m(x, torch.arange(2))["loss"].backward()
+    assert m.embed(x).shape == (2, backbone.num_features)
+
+
 def _reference_loss(m: Colorization, x: Tensor) -> float:
     """Eq. 2 with v(Z) = w_{argmax Z} written out per pixel and bin."""
     lab = color.rgb_to_lab(x)
