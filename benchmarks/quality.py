@@ -43,7 +43,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    out = Path(args.out_dir) / f"{args.method}-{args.data}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    data_name = Path(args.data).name or "data"  # an image folder's path -> its name
+    out = Path(args.out_dir) / f"{args.method}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     method_sets, aug_sets = split_overrides(parse_assignments(args.sets))
     train_values = {"method": args.method, "data": args.data, "backbone": args.backbone,
                     "image_size": args.image_size, "epochs": args.epochs,
