@@ -21,3 +21,13 @@ def test_every_builtin_method_is_in_the_method_reference():
     for entry in load_plugins().methods.entries():
         if entry.plugin == "sslzoo":
             assert f"## {entry.name}" in text, entry.name
+
+
+def test_method_reference_is_up_to_date_with_the_plugins():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_methods", DOCS / "make_methods.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (DOCS / "methods.md").read_text().strip() == module.render().strip(), \
+        "docs/methods.md is stale: run python docs/make_methods.py"
