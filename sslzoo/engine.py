@@ -123,7 +123,8 @@ class Trainer:
 
     # -- set-up -------------------------------------------------------------------------
     def _setup(self) -> None:
-        from sslzoo.data import load_data, make_loader, sample_images
+        from sslzoo.data import load_data, sample_images
+        from sslzoo.loaders import make_loader
 
         t = self.spec.train
         self.device = distributed.init_from_env(t.device)

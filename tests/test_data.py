@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from sslzoo.data import (DATASETS, DeviceLoader, ImageData, StreamingDataset, StreamingLoader,
-                         load_data, load_folder, make_loader, require_labels, sample_images,
-                         stratified_split)
+from sslzoo.data import (DATASETS, ImageData, StreamingDataset, load_data, load_folder,
+                         require_labels, sample_images, stratified_split)
 from sslzoo.errors import DataError, PluginError, UnknownNameError
+from sslzoo.loaders import DeviceLoader, StreamingLoader, make_loader
 from sslzoo.registry import Entry, Registry
 
 
