@@ -12,9 +12,9 @@ from sslzoo.backbone import Backbone
 from sslzoo.config import hp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Learning-rate schedules of the engine (after the linear warm-up).
 Schedule = Literal["cosine", "step", "constant"]
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
