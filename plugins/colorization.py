@@ -189,19 +189,18 @@ class Colorization(Method):
         return color.lab_to_rgb(torch.cat([lab[:, :1], ab], dim=1))
 
 
-def save_colorization_grid(method: Colorization, images: Tensor, path: str | Path) -> Path:
-    """Write a PNG with one column per image: original, greyscale input, colourised."""
-    from sslzoo.runs import save_image_rows
-
-    was_training = method.training
-    method.eval()
-    try:
-        colour = method.colorize(images)
-    finally:
-        method.train(was_training)
+def colorization_rows(method: Colorization, images: Tensor) -> list[Tensor]:
+    """Rows of the ``sslzoo colorize`` grid: original, greyscale input, colourised."""
     lab = color.rgb_to_lab(images)
     grey = color.lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1))
-    return save_image_rows([images, grey, colour], path)
+    return [images, grey, method.colorize(images)]
+
+
+def save_colorization_grid(method: Colorization, images: Tensor, path: str | Path) -> Path:
+    """Write a PNG with one column per image: original, greyscale input, colourised."""
+    from sslzoo.runs import render_rows, save_image_rows
+
+    return save_image_rows(render_rows(method, images, colorization_rows), path)
 
 
 @sslzoo.hookimpl
@@ -211,19 +210,9 @@ def register_methods(register: Any) -> None:
 
 @sslzoo.hookimpl
 def register_commands(cli: Any) -> None:
-    import click
+    from sslzoo.runs import add_image_grid_command
 
-    @cli.command("colorize")
-    @click.argument("run_dir", type=click.Path(exists=True))
-    @click.option("--out", default="colorization.png", show_default=True,
-                  type=click.Path(dir_okay=False), help="PNG file to write")
-    @click.option("--num", default=16, show_default=True, type=click.IntRange(1, 256),
-                  help="number of test images")
-    @click.option("--device", default="cpu", show_default=True, help="torch device")
-    def colorize(run_dir: str, out: str, num: int, device: str) -> None:
-        """Colourise test images with a trained colorization run and save a grid
-        (rows: original, greyscale input, colourised with the annealed mean)."""
-        from sslzoo.runs import load_run_and_test_images
-
-        method, images = load_run_and_test_images(run_dir, num, device, method=Colorization.name)
-        click.echo(str(save_colorization_grid(method, images, out)))
+    add_image_grid_command(
+        cli, "colorize", Colorization.name, "colorization.png", colorization_rows,
+        help="Colourise test images with a trained colorization run and save a grid "
+             "(rows: original, greyscale input, colourised with the annealed mean).")

@@ -298,30 +298,26 @@ class ContextEncoder(Method):
 
 def _feature_shape(backbone: sslzoo.Backbone, size: int) -> tuple[int, int, int]:
     """``(channels, h, w)`` of the backbone's spatial map for ``size x size`` inputs."""
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            param = next(backbone.parameters(), None)
-            probe = torch.zeros(1, getattr(backbone, "in_chans", 3), size, size,
-                                device=param.device if param is not None else None)
-            shape = backbone.forward_features(probe).shape
-    finally:
-        backbone.train(was_training)
+    from sslzoo.evaluation import eval_mode
+
+    with eval_mode(backbone), torch.no_grad():
+        param = next(backbone.parameters(), None)
+        probe = torch.zeros(1, getattr(backbone, "in_chans", 3), size, size,
+                            device=param.device if param is not None else None)
+        shape = backbone.forward_features(probe).shape
     return shape[1], shape[2], shape[3]
+
+
+def inpainting_rows(method: ContextEncoder, images: Tensor) -> list[Tensor]:
+    """Rows of the ``sslzoo inpaint`` grid: original, masked input, reconstruction."""
+    return [images, *method.inpaint(images)]
 
 
 def save_inpainting_grid(method: ContextEncoder, images: Tensor, path: str | Path) -> Path:
     """Write a PNG with one column per image: original, masked input, reconstruction."""
-    from sslzoo.runs import save_image_rows
+    from sslzoo.runs import render_rows, save_image_rows
 
-    was_training = method.training
-    method.eval()
-    try:
-        context, full = method.inpaint(images)
-    finally:
-        method.train(was_training)
-    return save_image_rows([images, context, full], path)
+    return save_image_rows(render_rows(method, images, inpainting_rows), path)
 
 
 @sslzoo.hookimpl
@@ -331,19 +327,9 @@ def register_methods(register: Any) -> None:
 
 @sslzoo.hookimpl
 def register_commands(cli: Any) -> None:
-    import click
+    from sslzoo.runs import add_image_grid_command
 
-    @cli.command("inpaint")
-    @click.argument("run_dir", type=click.Path(exists=True))
-    @click.option("--out", default="inpainting.png", show_default=True,
-                  type=click.Path(dir_okay=False), help="PNG file to write")
-    @click.option("--num", default=16, show_default=True, type=click.IntRange(1, 256),
-                  help="number of test images")
-    @click.option("--device", default="cpu", show_default=True, help="torch device")
-    def inpaint(run_dir: str, out: str, num: int, device: str) -> None:
-        """Inpaint test images with a trained inpainting run and save a grid
-        (rows: original, masked input, reconstruction)."""
-        from sslzoo.runs import load_run_and_test_images
-
-        method, images = load_run_and_test_images(run_dir, num, device, method=ContextEncoder.name)
-        click.echo(str(save_inpainting_grid(method, images, out)))
+    add_image_grid_command(
+        cli, "inpaint", ContextEncoder.name, "inpainting.png", inpainting_rows,
+        help="Inpaint test images with a trained inpainting run and save a grid "
+             "(rows: original, masked input, reconstruction).")

@@ -8,7 +8,9 @@ the device.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -19,6 +21,18 @@ from sslzoo import distributed
 from sslzoo.method import Method
 
 
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module.eval()`` inside the block; its training flag is restored afterwards,
+    also when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def extract_features(method: Method, images: Tensor, device: torch.device,
                      batch_size: int = 512, autocast: bool = False) -> Tensor:
@@ -27,24 +41,22 @@ def extract_features(method: Method, images: Tensor, device: torch.device,
     Under torch.distributed each rank embeds a contiguous shard and the shards are
     gathered, so every rank returns the features of all N images.
     """
-    was_training = method.training
-    method.eval()
     n, world, rank = len(images), distributed.world_size(), distributed.rank()
     per_rank = math.ceil(n / world)
     lo, hi = min(rank * per_rank, n), min((rank + 1) * per_rank, n)
     chunks = []
-    for start in range(lo, hi, batch_size):
-        x = images[start:min(start + batch_size, hi)].to(device, non_blocking=True).float() / 255
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            chunks.append(method.embed(x).float())
-    feats = torch.cat(chunks) if chunks else torch.empty(0, _feature_dim(method, images, device),
-                                                         device=device)
+    with eval_mode(method):
+        for start in range(lo, hi, batch_size):
+            x = images[start:min(start + batch_size, hi)].to(device, non_blocking=True).float() / 255
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                chunks.append(method.embed(x).float())
+        feats = torch.cat(chunks) if chunks else torch.empty(
+            0, _feature_dim(method, images, device), device=device)
     if world > 1:
         pad = per_rank - len(feats)
         feats = distributed.gather(F.pad(feats, (0, 0, 0, pad)))
         feats = torch.cat([feats[r * per_rank:r * per_rank + min(per_rank, max(n - r * per_rank, 0))]
                            for r in range(world)])
-    method.train(was_training)
     return feats
 
 

@@ -17,8 +17,8 @@ import torch
 
 from sslzoo.errors import CheckpointError, ConfigError, DataError
 
-#: columns of ``metrics.jsonl`` that are bookkeeping rather than curves of their own
-_NOT_CURVES = ("step", "epoch", "lr", "images_per_s")
+#: columns of ``metrics.jsonl`` that are bookkeeping rather than curves
+_NOT_CURVES = ("step", "epoch", "images_per_s")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -45,7 +45,7 @@ def curves(rows: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]
     out: dict[str, tuple[list[int], list[float]]] = {}
     for row in rows:
         for key, value in row.items():
-            if key in ("step", "epoch", "images_per_s") or not isinstance(value, (int, float)):
+            if key in _NOT_CURVES or not isinstance(value, (int, float)):
                 continue
             if isinstance(value, bool) or not math.isfinite(value):
                 continue

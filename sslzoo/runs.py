@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,36 @@ def save_image_rows(rows: list[torch.Tensor], path: str | Path) -> Path:
     save_image(torch.cat([r.detach().float().cpu() for r in rows]), path, nrow=len(rows[0]),
                padding=2, pad_value=1.0)
     return path
+
+
+def add_image_grid_command(cli: Any, name: str, method: str, default_out: str,
+                           render: Callable[[Method, torch.Tensor], list[torch.Tensor]],
+                           help: str) -> None:
+    """Add ``sslzoo NAME RUN [--out PNG] [--num N] [--device D]`` to ``cli``: ``num`` test
+    images of a ``method`` run go through ``render(method, images)`` (rows of images,
+    computed in eval mode without gradients) into a PNG grid, whose path is printed.
+
+    For a plugin's ``register_commands`` hook (``sslzoo inpaint``, ``sslzoo colorize``).
+    """
+    import click
+
+    @cli.command(name, help=help)
+    @click.argument("run_dir", type=click.Path(exists=True))
+    @click.option("--out", default=default_out, show_default=True,
+                  type=click.Path(dir_okay=False), help="PNG file to write")
+    @click.option("--num", default=16, show_default=True, type=click.IntRange(1, 256),
+                  help="number of test images")
+    @click.option("--device", default="cpu", show_default=True, help="torch device")
+    def command(run_dir: str, out: str, num: int, device: str) -> None:
+        trained, images = load_run_and_test_images(run_dir, num, device, method=method)
+        click.echo(str(save_image_rows(render_rows(trained, images, render), out)))
+
+
+def render_rows(method: Method, images: torch.Tensor,
+                render: Callable[[Method, torch.Tensor], list[torch.Tensor]]
+                ) -> list[torch.Tensor]:
+    """``render(method, images)`` in eval mode without gradients (the mode is restored)."""
+    from sslzoo.evaluation import eval_mode
+
+    with eval_mode(method), torch.no_grad():
+        return render(method, images)
