@@ -37,7 +37,6 @@ Choices where the paper leaves room, and what the official code does:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -194,13 +193,6 @@ def colorization_rows(method: Colorization, images: Tensor) -> list[Tensor]:
     lab = color.rgb_to_lab(images)
     grey = color.lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1))
     return [images, grey, method.colorize(images)]
-
-
-def save_colorization_grid(method: Colorization, images: Tensor, path: str | Path) -> Path:
-    """Write a PNG with one column per image: original, greyscale input, colourised."""
-    from sslzoo.runs import render_rows, save_image_rows
-
-    return save_image_rows(render_rows(method, images, colorization_rows), path)
 
 
 @sslzoo.hookimpl

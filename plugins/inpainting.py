@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -311,13 +310,6 @@ def _feature_shape(backbone: sslzoo.Backbone, size: int) -> tuple[int, int, int]
 def inpainting_rows(method: ContextEncoder, images: Tensor) -> list[Tensor]:
     """Rows of the ``sslzoo inpaint`` grid: original, masked input, reconstruction."""
     return [images, *method.inpaint(images)]
-
-
-def save_inpainting_grid(method: ContextEncoder, images: Tensor, path: str | Path) -> Path:
-    """Write a PNG with one column per image: original, masked input, reconstruction."""
-    from sslzoo.runs import render_rows, save_image_rows
-
-    return save_image_rows(render_rows(method, images, inpainting_rows), path)
 
 
 @sslzoo.hookimpl

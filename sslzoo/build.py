@@ -7,7 +7,6 @@ written to ``config.json`` so a run can be rebuilt exactly.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +140,3 @@ def build_method(spec: RunSpec, data: DataInfo, plugins: Plugins | None = None) 
                                pretrained=t.pretrained, registry=plugins.backbones)
     augment = spec.augment_cls(spec.augment_config, image_size=t.image_size)
     return spec.method_cls(backbone, spec.method_config, augment, data)
-
-
-def replace_train(spec: RunSpec, **changes: Any) -> RunSpec:
-    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changes))

@@ -10,7 +10,7 @@ import click
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import Tensor, nn
+from torch import Tensor
 
 from sslzoo import color
 from sslzoo import config as cfg

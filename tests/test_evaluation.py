@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from sslzoo.evaluation import evaluate_features, extract_features, knn_predict

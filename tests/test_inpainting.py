@@ -187,7 +187,9 @@ def test_reconstruction_keeps_the_context_and_writes_a_grid(tmp_path: Path) -> N
     full = m.reconstruct(x)
     outside = ~center_mask(4, SIZE).expand(-1, 3, -1, -1)
     assert full.shape == x.shape and torch.equal(full[outside], x[outside])
-    path = inpainting.save_inpainting_grid(m, x, tmp_path / "grid.png")
+    from sslzoo.runs import render_rows, save_image_rows
+
+    path = save_image_rows(render_rows(m, x, inpainting.inpainting_rows), tmp_path / "grid.png")
     from PIL import Image
 
     with Image.open(path) as img:                           # 3 rows x 4 columns, 2 px padding

@@ -153,7 +153,7 @@ def test_keys_come_from_shuffled_split_batch_norm_and_queries_from_split_batch_n
     torch.manual_seed(0)
     m = make(key_momentum=1.0, shuffle_bn_groups=2)
     key_backbone, key_head = copy.deepcopy(m.key_backbone), copy.deepcopy(m.key_head)
-    query_backbone, query_head = copy.deepcopy(m.backbone), copy.deepcopy(m.head)
+    query_backbone = copy.deepcopy(m.backbone)
     x = images(8)
     torch.manual_seed(7)
     m(x, torch.arange(8))
