@@ -8,8 +8,10 @@ import inspect
 import sys
 from pathlib import Path
 
+from sslzoo.build import TrainConfig
 from sslzoo.config import describe, format_value
 from sslzoo.plugins import default_plugins
+from sslzoo.recipes import describe_recipes
 
 
 def render() -> str:
@@ -33,6 +35,11 @@ def render() -> str:
             out.append(f"| `{f.name}` | {f.type.replace('|', ' or ')} | "
                        f"`{format_value(f.default)}` | {help_text} |")
         out.append("")
+        for r in describe_recipes(cls, plugins.augments, TrainConfig):
+            changes = ", ".join(f"`{c['key']}` {c['default']} -> {c['value']}"
+                                for c in r["changes"]) or "the defaults"
+            out += [f"Recipe `--recipe {r['name']}`: {r['summary']} Source: {r['source']}. "
+                    f"Sets {changes}.", ""]
     return "\n".join(out)
 
 

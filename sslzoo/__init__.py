@@ -8,11 +8,12 @@ from sslzoo.errors import (CheckpointError, ConfigError, DataError, PluginError,
                            SslzooError, UnknownNameError)
 from sslzoo.hookspecs import hookimpl
 from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.recipes import Recipe
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Augment", "Backbone", "CheckpointError", "ConfigError", "DataError", "DataInfo",
-    "Method", "OptimConfig", "PluginError", "SslzooError", "UnknownNameError",
+    "Method", "OptimConfig", "PluginError", "Recipe", "SslzooError", "UnknownNameError",
     "__version__", "hookimpl", "hp",
 ]

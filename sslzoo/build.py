@@ -30,6 +30,8 @@ class TrainConfig:
     """Engine options: everything ``sslzoo train`` takes besides hyper-parameters."""
 
     method: str = cfg.hp("simclr", "method to train")
+    recipe: str | None = cfg.hp(None, "a named recipe of the method: its paper's settings for a "
+                                      "data-set family (sslzoo info METHOD lists them)")
     data: str = cfg.hp("digits", "data set name or image folder")
     data_root: str | None = cfg.hp(None, "where data sets are stored (default ~/.cache/sslzoo/data)")
     download: bool = cfg.hp(False, "download torchvision data sets if missing")
@@ -94,21 +96,29 @@ def resolve(train: dict[str, Any], method: dict[str, Any] | None = None,
     """Build a :class:`RunSpec` from plain values (strings allowed, as from ``--set``).
 
     ``augment`` may hold ``name`` to pick a pipeline other than the method's default.
+    With ``train["recipe"]`` set, the recipe's values (:mod:`sslzoo.recipes`) come
+    first and every value given here overrides them.
     """
+    from sslzoo.recipes import get_recipe, layered
+
     plugins = plugins or default_plugins()
-    train = dict(train)
     train_cfg = cfg.build(TrainConfig, train, where="--")
     method_cls = plugins.methods.get(train_cfg.method).obj
-    method_values = dict(method or {})
+    recipe = get_recipe(method_cls, train_cfg.recipe) if train_cfg.recipe else None
+    if recipe is not None:  # the recipe's engine options, under the given ones
+        train_cfg = cfg.build(TrainConfig, layered(recipe, "train", train), where="--")
+    method_values = layered(recipe, "method", method or {})
     method_values.pop("name", None)
     method_config = cfg.build(method_cls.Config, method_values)
     augment_values = dict(augment or {})
-    aug_name = augment_values.pop("name", None) or train_cfg.augment \
-        or method_cls.augment_name(method_config)
+    recipe_aug = dict(recipe.augment) if recipe is not None else {}
+    intended = recipe_aug.pop("name", None) or method_cls.augment_name(method_config)
+    aug_name = augment_values.pop("name", None) or train_cfg.augment or intended
+    if aug_name == intended:  # a recipe's augment values belong to its own pipeline
+        augment_values = {**recipe_aug, **augment_values}
     train_cfg.augment = aug_name
     augment_cls = plugins.augments.get(aug_name).obj
-    augment_config = cfg.build(augment_cls.Config,
-                               {k: v for k, v in augment_values.items()}, where="--set aug.")
+    augment_config = cfg.build(augment_cls.Config, augment_values, where="--set aug.")
     return RunSpec(train_cfg, method_cls, method_config, augment_cls, augment_config)
 
 

@@ -108,6 +108,14 @@ def info(name: str, as_json: bool) -> None:
             click.echo(f"  {prefix}{f['name']} = {cfg.format_value(f['default'])}  [{f['type']}]")
             if f["help"]:
                 click.echo(f"      {f['help']}")
+    recipes = d.get("recipes") or []
+    if recipes:
+        click.echo("\nrecipes (--recipe NAME):")
+    for r in recipes:
+        click.echo(f"  {r['name']}: {r['summary']}")
+        click.echo(f"      source: {r['source']}")
+        for c in r["changes"]:
+            click.echo(f"      {c['key']}: {c['default']} -> {c['value']}")
 
 
 # -- train -------------------------------------------------------------------------------
@@ -129,6 +137,7 @@ def info(name: str, as_json: bool) -> None:
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the method")
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm under torchrun")
 @click.option("--augment", help="augment pipeline [default: the method's]")
+@click.option("--recipe", help="a named recipe of the method (`sslzoo info METHOD` lists them)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="a method hyper-parameter, or aug.KEY=VALUE for the augment (repeatable)")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),

@@ -138,9 +138,12 @@ def _flag(where: str, name: str) -> str:
 
 def _convert(value: Any, tp: Any) -> Any:
     if _is_optional(tp):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+        inner = _strip_optional(tp)
+        # an optional name or path keeps "none" (the augment pipeline of that name)
+        nulls = ("",) if inner is str else ("none", "null", "")
+        if value is None or (isinstance(value, str) and value.lower() in nulls):
             return None
-        return _convert(value, _strip_optional(tp))
+        return _convert(value, inner)
     origin = get_origin(tp)
     if origin is Literal:
         for choice in get_args(tp):

@@ -6,7 +6,9 @@ from typing import Any
 
 from sslzoo import config as cfg
 from sslzoo.errors import UnknownNameError
+from sslzoo.build import TrainConfig
 from sslzoo.plugins import Plugins
+from sslzoo.recipes import describe_recipes
 
 KINDS = ("method", "backbone", "augment", "dataset")
 
@@ -59,7 +61,8 @@ def describe_name(plugins: Plugins, name: str) -> dict[str, Any]:
         method_cls = e.obj
         config = method_cls.Config()
         aug_name = method_cls.augment_name(config)
-        out.update(paper=method_cls.paper, augment=aug_name, config=_fields(method_cls.Config))
+        out.update(paper=method_cls.paper, augment=aug_name, config=_fields(method_cls.Config),
+                   recipes=describe_recipes(method_cls, plugins.augments, TrainConfig))
         if aug_name in plugins.augments:
             out["augment_config"] = _fields(plugins.augments.get(aug_name).obj.Config)
     elif kind == "augment":

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from sslzoo.augment import Augment
 from sslzoo.backbone import Backbone
 from sslzoo.config import hp
+from sslzoo.recipes import Recipe
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -68,6 +69,8 @@ class Method(nn.Module):
         Config: the method's hyper-parameters.
         sync_bn_exclude: names of child modules whose batch norm must stay per process
             under ``--sync-bn``.
+        recipes: the papers' named settings (:class:`sslzoo.recipes.Recipe`) for the
+            data-set families they report, run with ``--recipe NAME``.
     """
 
     name: ClassVar[str] = ""
@@ -76,6 +79,8 @@ class Method(nn.Module):
     Config: ClassVar[type] = OptimConfig
     #: child modules that ``--sync-bn`` leaves alone (MoCo's shuffled key encoder)
     sync_bn_exclude: ClassVar[tuple[str, ...]] = ()
+    #: named recipes, e.g. ``{"cifar": Recipe(...), "imagenet": Recipe(...)}``
+    recipes: ClassVar[dict[str, Recipe]] = {}
 
     def __init__(self, backbone: Backbone, config: Any, augment: Augment, data: DataInfo) -> None:
         super().__init__()
