@@ -41,13 +41,15 @@ class TrainConfig:
     epochs: int = cfg.hp(100, "training epochs", ge=1)
     max_steps: int | None = cfg.hp(None, "stop after this many optimiser steps", ge=1)
     batch_size: int = cfg.hp(256, "images per step (per process under torchrun)", ge=1)
-    lr: float | None = cfg.hp(None, "peak learning rate; default: method's lr x batch / lr_batch", gt=0)
+    lr: float | None = cfg.hp(None, "peak learning rate; default: the method's lr scaled to the "
+                                    "batch (lr_scaling)", gt=0)
     clip_grad: float = cfg.hp(0.0, "clip the gradient norm to this value (0: off)", ge=0)
     device: Literal["auto", "cpu", "cuda"] = cfg.hp("auto", "training device")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg.hp(
         "auto", "auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = cfg.hp(False, "torch.compile the method")
-    sync_bn: bool = cfg.hp(False, "SyncBatchNorm across processes under torchrun")
+    sync_bn: bool | None = cfg.hp(None, "SyncBatchNorm across processes under torchrun; default: "
+                                        "the method's (SimCLR: on, its 'Global BN')")
     seed: int = cfg.hp(0, "random seed")
     out: str | None = cfg.hp(None, "run directory (default runs/<method>-<timestamp>)")
     augment: str | None = cfg.hp(None, "augment pipeline (default: the method's)")

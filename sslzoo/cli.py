@@ -135,7 +135,8 @@ def info(name: str, as_json: bool) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="[default: auto]")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the method")
-@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm under torchrun")
+@click.option("--sync-bn/--no-sync-bn", default=None,
+              help="SyncBatchNorm under torchrun [default: the method's; SimCLR: on]")
 @click.option("--augment", help="augment pipeline [default: the method's]")
 @click.option("--recipe", help="a named recipe of the method (`sslzoo info METHOD` lists them)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

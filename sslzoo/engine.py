@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from sslzoo import checkpoint, distributed
 from sslzoo.build import RunSpec, build_method
 from sslzoo.errors import CheckpointError, ConfigError, SslzooError
-from sslzoo.method import DataInfo, Method
+from sslzoo.method import DataInfo, Method, peak_learning_rate
 from sslzoo.plugins import Plugins, default_plugins
 
 
@@ -76,6 +76,11 @@ def convert_sync_batch_norm(method: Method) -> Method:
         if name not in method.sync_bn_exclude:
             setattr(method, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
     return method
+
+
+def use_sync_bn(method: Method, requested: bool | None) -> bool:
+    """``--sync-bn/--no-sync-bn`` when given, else the method's ``global_bn`` default."""
+    return requested if requested is not None else method.global_bn
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
@@ -155,7 +160,7 @@ class Trainer:
         self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
         model: nn.Module = self.method
         if self.world > 1:
-            if t.sync_bn:
+            if use_sync_bn(self.method, t.sync_bn):
                 convert_sync_batch_norm(self.method)
             with warnings.catch_warnings():
                 # methods keep their buffers (queues, memory banks) identical across ranks
@@ -168,8 +173,7 @@ class Trainer:
 
         c = self.spec.method_config
         global_batch = t.batch_size * self.world
-        self.peak_lr = t.lr if t.lr is not None else (
-            c.lr * global_batch / c.lr_batch if c.lr_batch else c.lr)
+        self.peak_lr = t.lr if t.lr is not None else peak_learning_rate(c, global_batch)
         self.optimizer = build_optimizer(self.method, self.peak_lr)
         warmup = min(round(c.warmup_epochs * steps_per_epoch), self.state.total_steps // 2)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(

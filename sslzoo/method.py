@@ -1,6 +1,7 @@
 """The Method interface: backbone + heads + loss of one self-supervised method."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -22,9 +23,15 @@ Schedule = Literal["cosine", "step", "constant"]
 class OptimConfig:
     """Optimisation hyper-parameters every method has; methods override the defaults.
 
-    The peak learning rate is ``lr * batch_size / lr_batch`` (the linear scaling rule of
-    Goyal et al. 2017 that SimCLR and MoCo use) unless ``lr_batch`` is 0; ``--lr`` on the
-    command line sets the peak rate directly. ``schedule = "step"`` multiplies the rate
+    The peak learning rate (:func:`peak_learning_rate`) is ``lr * batch_size / lr_batch``
+    (the linear scaling rule of Goyal et al. 2017 that SimCLR and MoCo use), or with
+    ``lr_scaling = "sqrt"`` ``lr * sqrt(batch_size / lr_batch)`` (SimCLR, Appendix B.1:
+    "LearningRate = 0.075 x sqrt(BatchSize)" is ``lr = 0.075, lr_batch = 1``), unless
+    ``lr_batch`` is 0; ``--lr`` on the command line sets the peak rate directly.
+    ``wd_exclude_bias_norm`` takes biases and norm weights (every parameter of at most
+    one dimension) out of weight decay, as SimCLR's official code does; most official
+    code (RotNet, InstDisc, InvaSpread, MoCo, colorization) decays every parameter,
+    which is the default. ``schedule = "step"`` multiplies the rate
     by ``lr_gamma`` at each of ``lr_milestones``, given as fractions of the whole run so
     that a paper's "drop 10x at epochs 120 and 160 of 200" is ``(0.6, 0.8)`` however long
     the run is.
@@ -33,8 +40,14 @@ class OptimConfig:
     optimizer: Literal["sgd", "lars", "adam", "adamw"] = hp("sgd", "optimizer")
     lr: float = hp(0.03, "base learning rate (per lr_batch images)", gt=0)
     lr_batch: int = hp(256, "batch size that lr refers to; 0 = use lr as is", ge=0)
+    lr_scaling: Literal["linear", "sqrt"] = hp(
+        "linear", "peak rate: lr x batch / lr_batch (linear) or lr x sqrt(batch / lr_batch) "
+                  "(sqrt, SimCLR Appendix B.1)", choices=("linear", "sqrt"))
     momentum: float = hp(0.9, "SGD/LARS momentum, or Adam beta1", ge=0, lt=1)
     weight_decay: float = hp(1e-4, "weight decay", ge=0)
+    wd_exclude_bias_norm: bool = hp(
+        False, "no weight decay on biases and norm weights (False: decay every parameter, "
+               "as most official code does)")
     warmup_epochs: float = hp(0.0, "linear warm-up before the schedule, in epochs", ge=0)
     schedule: Schedule = hp("cosine", "learning-rate schedule after warm-up: cosine decay to "
                                       "0, step drops at lr_milestones, or constant")
@@ -42,6 +55,19 @@ class OptimConfig:
         (0.6, 0.8), "with schedule=step: fractions of the run after which the lr is "
                     "multiplied by lr_gamma", gt=0, lt=1)
     lr_gamma: float = hp(0.1, "with schedule=step: factor applied at each milestone", gt=0, le=1)
+
+
+def peak_learning_rate(config: OptimConfig, global_batch: int) -> float:
+    """The learning rate after warm-up for ``global_batch`` images per step.
+
+    ``lr * global_batch / lr_batch`` (``lr_scaling = "linear"``) or
+    ``lr * sqrt(global_batch / lr_batch)`` (``"sqrt"``); ``lr`` itself when ``lr_batch``
+    is 0.
+    """
+    if not config.lr_batch:
+        return config.lr
+    ratio = global_batch / config.lr_batch
+    return config.lr * (math.sqrt(ratio) if config.lr_scaling == "sqrt" else ratio)
 
 
 @dataclass(frozen=True)
@@ -69,6 +95,8 @@ class Method(nn.Module):
         Config: the method's hyper-parameters.
         sync_bn_exclude: names of child modules whose batch norm must stay per process
             under ``--sync-bn``.
+        global_bn: whether batch norm is synchronised across processes under torchrun
+            unless ``--no-sync-bn`` says otherwise (SimCLR's "Global BN").
         recipes: the papers' named settings (:class:`sslzoo.recipes.Recipe`) for the
             data-set families they report, run with ``--recipe NAME``.
     """
@@ -79,6 +107,8 @@ class Method(nn.Module):
     Config: ClassVar[type] = OptimConfig
     #: child modules that ``--sync-bn`` leaves alone (MoCo's shuffled key encoder)
     sync_bn_exclude: ClassVar[tuple[str, ...]] = ()
+    #: SyncBatchNorm under torchrun by default (``--sync-bn/--no-sync-bn`` override it)
+    global_bn: ClassVar[bool] = False
     #: named recipes, e.g. ``{"cifar": Recipe(...), "imagenet": Recipe(...)}``
     recipes: ClassVar[dict[str, Recipe]] = {}
 
@@ -137,11 +167,15 @@ class Method(nn.Module):
         """After each optimiser step: momentum encoders, queues, memory banks."""
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Parameters to optimise; biases and norm weights get no weight decay
-        (and so no LARS adaptation), as SimCLR and BYOL do."""
-        decay, no_decay = [], []
-        for _, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if p.ndim <= 1 else decay).append(p)
+        """Parameters to optimise (those that require gradients).
+
+        One group, all decayed, unless the config's ``wd_exclude_bias_norm`` is set: then
+        biases and norm weights (parameters of at most one dimension) form a second group
+        without weight decay (and so without LARS adaptation), as SimCLR does.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not getattr(self.config, "wd_exclude_bias_norm", False):
+            return [{"params": params}]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
