@@ -76,6 +76,9 @@ class Colorization(Method):
         momentum: float = hp(0.9, "Adam beta1 (paper: .9)", ge=0, lt=1)
         beta2: float = hp(0.99, "Adam beta2 (paper: .99)", ge=0, lt=1)
         weight_decay: float = hp(1e-3, "weight decay (paper: 10^-3)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            False, "no weight decay on biases and norm weights "
+                   "(official solver: every parameter decays)")
         schedule: Schedule = hp("step", "learning-rate schedule (official solver: step)")
         lr_milestones: tuple[float, ...] = hp(
             (0.45, 0.9), "fractions of the run where the lr drops (official solver: 225k "

@@ -161,6 +161,9 @@ class CPC(Method):
         lr: float = hp(2e-4, "learning rate (paper: 'a learning rate of 2e-4')", gt=0)
         lr_batch: int = hp(0, "0: lr is used as is at any batch size (paper: Adam at 2e-4)", ge=0)
         weight_decay: float = hp(0.0, "weight decay (paper: none mentioned)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            False, "no weight decay on biases and norm weights "
+                   "(paper: no weight decay)")
         schedule: Schedule = hp(
             "constant", "learning-rate schedule (paper: none mentioned, so constant)")
         grid: int = hp(7, "patches per side, overlapping by half, patch = 2 x image/(grid+1) "

@@ -136,6 +136,9 @@ class ContextEncoder(Method):
         momentum: float = hp(0.5, "Adam beta1 (official: beta1=0.5)", ge=0, lt=1)
         beta2: float = hp(0.999, "Adam beta2 (Torch optim.adam default)", ge=0, lt=1)
         weight_decay: float = hp(0.0, "weight decay (official: none)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            False, "no weight decay on biases and norm weights "
+                   "(weight_decay is 0 by default)")
         schedule: Schedule = hp(
             "constant", "learning-rate schedule (official: constant)")
         mask: Literal["center", "block", "region"] = hp(

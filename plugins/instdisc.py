@@ -85,6 +85,9 @@ class InstDisc(Method):
         momentum: float = hp(0.9, "SGD momentum (official code: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(5e-4, "weight decay (official CIFAR code: 5e-4; ImageNet "
                                  "code: 1e-4)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            False, "no weight decay on biases and norm weights "
+                   "(official code: every parameter decays)")
         schedule: Schedule = hp("step", "learning-rate schedule (paper: step drops)")
         lr_milestones: tuple[float, ...] = hp(
             (0.4, 0.6, 0.8), "fractions of the run where the lr drops 10x (official CIFAR "

@@ -64,6 +64,9 @@ class InvaSpread(Method):
                            "lr as is", ge=0)
         momentum: float = hp(0.9, "SGD momentum (official code: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(5e-4, "weight decay (official code: 5e-4)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            False, "no weight decay on biases and norm weights "
+                   "(official code: every parameter decays)")
         schedule: Schedule = hp("step", "learning-rate schedule (official code: one step)")
         lr_milestones: tuple[float, ...] = hp(
             (0.4,), "fractions of the run where the lr drops 10x (official code: epoch 120 "

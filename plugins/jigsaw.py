@@ -71,6 +71,9 @@ class Jigsaw(Method):
         lr_batch: int = hp(256, "batch size lr refers to (official solver: 256)", ge=0)
         momentum: float = hp(0.9, "SGD momentum (official solver: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(5e-4, "weight decay (official solver: 5e-4)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            True, "no weight decay on biases and norm weights "
+                   "(as SimCLR and BYOL do)")
         schedule: Schedule = hp("step", "learning-rate schedule (official solver: step)")
         lr_milestones: tuple[float, ...] = hp(
             (0.286, 0.571, 0.857), "fractions of the run where the lr drops 10x (official "

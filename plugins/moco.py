@@ -20,7 +20,12 @@ Where the papers leave details open, the official code (facebookresearch/moco) i
 followed: the key encoder is updated at the start of each forward pass, before the keys
 are computed; the keys of the whole (gathered) batch are enqueued after the loss; the
 queue size must be a multiple of the global batch size; weight decay applies to every
-parameter (``SGD(model.parameters(), ...)``). v1 drops the rate 10x at epochs 120 and
+parameter (``SGD(model.parameters(), ...)``); the v2 head's hidden layer is as wide as
+the backbone's features (``dim_mlp = self.encoder_q.fc.weight.shape[1]``: the 2048 of
+ResNet-50). ``symmetric=True`` is the official CIFAR-10 demo's symmetric loss ("it swaps
+the two crops and computes an extra loss"): the two losses are added and both crops'
+keys enqueued, so the queue size must be a multiple of twice the global batch. The
+``cifar`` recipe is that demo's setting. v1 drops the rate 10x at epochs 120 and
 160 of 200 (``schedule = "step"``, ``lr_milestones = (0.6, 0.8)``); v2 decays it by a cosine.
 
 Shuffling BN (Sec. 3.3): under torchrun the key batch is shuffled across processes and
@@ -54,6 +59,7 @@ from sslzoo.losses import info_nce
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 from sslzoo.momentum import (KeyQueue, batch_shuffle, batch_unshuffle, convert_split_batch_norm,
                              forward_bn_groups, momentum_update)
+from sslzoo.recipes import Recipe
 
 TEMPERATURE = {1: 0.07, 2: 0.2}   # MoCo v1 Sec. 4.1 "T = 0.07"; v2 Table 1 ("tau = 0.2")
 
@@ -69,19 +75,52 @@ class MoCo(Method):
     default_augment: ClassVar[str] = "moco-v2"
     # shuffling BN needs per-process statistics in the key encoder, even under --sync-bn
     sync_bn_exclude: ClassVar[tuple[str, ...]] = ("key_backbone", "key_head")
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "cifar": Recipe(
+            "CIFAR-size images (32 px): the official single-GPU CIFAR-10 demo (ResNet-18 with "
+            "a fc head, K 4096, m 0.99, T 0.1, cosine schedule, no blur).",
+            "facebookresearch/moco colab/moco_cifar10_demo: lr 0.06 for batch 512, wd 5e-4, "
+            "moco-k 4096, moco-m 0.99, moco-t 0.1, bn-splits 8, cos, 200 epochs; "
+            "RandomResizedCrop(32), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale 0.2",
+            method={"version": 1, "queue_size": 4096, "key_momentum": 0.99, "temperature": 0.1,
+                    "lr": 0.06, "lr_batch": 512, "weight_decay": 5e-4, "schedule": "cosine",
+                    "shuffle_bn_groups": 8},
+            augment={"name": "moco-v2", "crop_scale": (0.08, 1.0), "blur_prob": 0.0},
+            train={"image_size": 32, "batch_size": 512, "epochs": 200}),
+        "imagenet": Recipe(
+            "ImageNet-size images (224 px): MoCo v2, 200 epochs at batch 256 (global: divide "
+            "it by the number of processes).",
+            "v2 paper Sec. 3 (batch 256, lr 0.03, 200 epochs, cosine, MLP head, T 0.2, blur)",
+            method={"version": 2},
+            train={"image_size": 224, "batch_size": 256, "epochs": 200}),
+        "v1": Recipe(
+            "ImageNet-size images (224 px): MoCo v1, 200 epochs at batch 256 with the lr "
+            "dropped 10x at epochs 120 and 160 (global batch).",
+            "MoCo paper Sec. 4.1 and official main_moco.py (--schedule 120 160)",
+            method={"version": 1},
+            train={"image_size": 224, "batch_size": 256, "epochs": 200}),
+    }
 
     @dataclass
     class Config(OptimConfig):
         lr: float = hp(0.03, "learning rate per 256 images (paper: 0.03 for a batch of 256)", gt=0)
         momentum: float = hp(0.9, "SGD momentum (paper: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(1e-4, "weight decay on all parameters (paper: 0.0001)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            False, "no weight decay on biases and norm weights "
+                   "(official code: SGD(model.parameters()))")
         schedule: Schedule | None = hp(
             None, "learning-rate schedule; default 'step' for v1 (drops 10x at epochs 120 "
                   "and 160 of 200: lr_milestones), 'cosine' for v2 (v2 paper)")
         version: Literal[1, 2] = hp(2, "1: MoCo (fc head, T=0.07, moco-v1 augment); "
                                        "2: MoCo v2 (MLP head, T=0.2, blur)", choices=(1, 2))
         dim: int = hp(128, "key/query width (paper: 'the output is a 128-D vector')", ge=1)
-        mlp_hidden_dim: int = hp(2048, "v2 head hidden width (v2: 'hidden layer 2048-d')", ge=1)
+        mlp_hidden_dim: int = hp(0, "v2 head hidden width; 0 = the backbone's width (official "
+                                    "code: dim_mlp = fc.weight.shape[1], 2048 for ResNet-50)",
+                                 ge=0)
+        symmetric: bool = hp(False, "symmetric loss: also swap the two crops and add that loss "
+                                    "(official CIFAR-10 demo's --symmetric; the paper's loss "
+                                    "is asymmetric)")
         queue_size: int = hp(65536, "number of negative keys K (paper: 65536); a multiple of "
                                     "the global batch size", ge=1)
         key_momentum: float = hp(0.999, "key encoder momentum m (paper: 0.999)", ge=0, le=1)
@@ -115,10 +154,12 @@ class MoCo(Method):
 
     @staticmethod
     def build_head(num_features: int, config: Any) -> ProjectionHead:
-        """v1: "a fc layer (with 128-D output)"; v2: Linear-ReLU-Linear, no batch norm."""
+        """v1: "a fc layer (with 128-D output)"; v2: Linear-ReLU-Linear, no batch norm, the
+        hidden layer as wide as the backbone's features unless ``mlp_hidden_dim`` is set."""
         if config.version == 1:
             return ProjectionHead([num_features, config.dim])
-        return ProjectionHead([num_features, config.mlp_hidden_dim, config.dim], batch_norm=False)
+        hidden = config.mlp_hidden_dim or num_features
+        return ProjectionHead([num_features, hidden, config.dim], batch_norm=False)
 
     @classmethod
     def augment_name(cls, config: Any) -> str:
@@ -140,33 +181,44 @@ class MoCo(Method):
                 "1.28M images; the official CIFAR-10 demo uses 4096 for 50k); consider --set "
                 "queue_size=<a multiple of the global batch size below that>", stacklevel=2)
 
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """The query encoder's parameters in one group: the official code applies weight
-        decay to all of them, biases and batch-norm weights included."""
-        keys = {id(p) for p in self.key_parameters()}
-        return [{"params": [p for p in self.parameters() if p.requires_grad and id(p) not in keys]}]
-
     def training_step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
         self.check_batch_size(images.shape[0])
         groups = self.config.shuffle_bn_groups if distributed.world_size() == 1 else 1
-        x_q = self.preprocess(self.augment(images))                 # (B, C, S, S)
-        x_k = self.preprocess(self.augment(images))
-        q = F.normalize(forward_bn_groups(self.query_encoder(), x_q, groups), dim=1)  # (B, D)
+        x1 = self.preprocess(self.augment(images))                  # (B, C, S, S)
+        x2 = self.preprocess(self.augment(images))
         with torch.no_grad():
             # official code: update the key encoder first, then compute the keys
             momentum_update(self.backbone, self.key_backbone, self.config.key_momentum)
             momentum_update(self.head, self.key_head, self.config.key_momentum)
+        # a copy, because the queue is updated in place before backward
+        negatives = self.queue.keys.clone()                          # (K, D)
+        loss, acc, k2 = self._contrast(x1, x2, negatives, groups)
+        keys = k2
+        if self.config.symmetric:
+            # official CIFAR-10 demo: loss_12 + loss_21, both crops' keys enqueued
+            loss_21, acc_21, k1 = self._contrast(x2, x1, negatives, groups)
+            loss, acc, keys = loss + loss_21, (acc + acc_21) / 2, torch.cat([k1, k2])
+        self.queue.push(distributed.gather(keys.contiguous()))
+        return {"loss": loss, "acc": acc}
+
+    def _contrast(self, x_q: Tensor, x_k: Tensor, negatives: Tensor,
+                  groups: int) -> tuple[Tensor, Tensor, Tensor]:
+        """InfoNCE of queries from ``x_q`` against keys from ``x_k`` and the queue.
+
+        Returns:
+            The loss, the fraction of queries whose positive beats every negative, and
+            the keys ``(B, D)``.
+        """
+        q = F.normalize(forward_bn_groups(self.query_encoder(), x_q, groups), dim=1)  # (B, D)
+        with torch.no_grad():
             x_k, unshuffle = batch_shuffle(x_k)
             k = forward_bn_groups(self.key_encoder(), x_k, groups)
             k = F.normalize(batch_unshuffle(k, unshuffle), dim=1)    # (B, D)
-        # a copy, because the queue is updated in place before backward
-        negatives = self.queue.keys.clone()                          # (K, D)
         loss = info_nce(q, k, negatives, self.config.temperature)
         with torch.no_grad():
             pos = (q.float() * k.float()).sum(1)                     # (B,)
             acc = (pos > (q.float() @ negatives.T).max(1).values).float().mean()
-        self.queue.push(distributed.gather(k.contiguous()))
-        return {"loss": loss, "acc": acc}
+        return loss, acc, k
 
     def query_encoder(self) -> nn.Sequential:
         """Backbone and head of the queries (a view of registered modules)."""
@@ -180,9 +232,10 @@ class MoCo(Method):
         """The official code's ``assert K % batch_size == 0`` and the BN groups, as errors
         that say how to fix them (the batch size is only known at the first step)."""
         c, world = self.config, distributed.world_size()
-        total = batch * world
+        total = batch * world * (2 if c.symmetric else 1)  # keys enqueued per step
         if c.queue_size % total:
             per = f" ({batch} per process x {world} processes)" if world > 1 else ""
+            per += " x 2 crops (symmetric)" if c.symmetric else ""
             fit = max(total, c.queue_size // total * total)
             raise ConfigError(
                 f"queue_size={c.queue_size} must be a multiple of the global batch size "

@@ -59,6 +59,9 @@ class Rotation(Method):
         momentum: float = hp(0.9, "SGD momentum (paper: 0.9)", ge=0, lt=1)
         nesterov: bool = hp(True, "Nesterov momentum (official CIFAR config: true)")
         weight_decay: float = hp(5e-4, "weight decay (paper: 5e-4)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            False, "no weight decay on biases and norm weights "
+                   "(official code: every parameter decays)")
         schedule: Schedule = hp("step", "learning-rate schedule (paper: step drops)")
         lr_milestones: tuple[float, ...] = hp(
             (0.3, 0.6, 0.8), "fractions of the run where the lr drops (paper: epochs 30, 60 "

@@ -91,7 +91,10 @@ def test_versions_choose_head_temperature_and_augment():
     head1, head2 = MoCo.build_head(512, v1), MoCo.build_head(512, v2)
     assert [type(m) for m in head1] == [nn.Linear] and head1[0].weight.shape == (128, 512)
     assert [type(m) for m in head2] == [nn.Linear, nn.ReLU, nn.Linear]
-    assert head2[0].weight.shape == (2048, 512) and head2[2].weight.shape == (128, 2048)
+    # official builder: dim_mlp = fc.weight.shape[1], the backbone's width
+    assert head2[0].weight.shape == (512, 512) and head2[2].weight.shape == (128, 512)
+    wide = MoCo.build_head(512, MoCo.Config(mlp_hidden_dim=2048))
+    assert wide[0].weight.shape == (2048, 512)
 
 
 def test_versions_choose_their_papers_learning_rate_schedule():
@@ -147,6 +150,48 @@ def test_step_is_eq_1_with_keys_from_the_updated_key_encoder_then_enqueues_them(
     torch.testing.assert_close(out["acc"], expected_acc)
     torch.testing.assert_close(m.queue.keys[:4], k.detach())
     assert torch.equal(m.queue.keys[4:], queue0[4:]) and int(m.queue.ptr) == 4
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_symmetric_loss_adds_the_swapped_crops_and_enqueues_both_keys(version):
+    torch.manual_seed(0)
+    m = make(bn=False, version=version, key_momentum=0.5, symmetric=True)
+    with torch.no_grad():
+        for p in m.key_parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    key_backbone, key_head = copy.deepcopy(m.key_backbone), copy.deepcopy(m.key_head)
+    with torch.no_grad():  # one momentum update per step, before the keys
+        for mod, q_mod in ((key_backbone, m.backbone), (key_head, m.head)):
+            for pk, pq in zip(mod.parameters(), q_mod.parameters()):
+                pk.copy_(0.5 * pk + 0.5 * pq)
+    queue0 = m.queue.keys.clone()
+    x = images(4)
+    out = m(x, torch.arange(4))
+    t = m.config.temperature
+    q1, q2 = encode(m.backbone, m.head, m, x), encode(m.backbone, m.head, m, x.flip(-1))
+    k1, k2 = encode(key_backbone, key_head, m, x), encode(key_backbone, key_head, m, x.flip(-1))
+    # official CIFAR-10 demo: loss_12 + loss_21, against the same queue
+    expected = slow_info_nce(q1, k2, queue0, t) + slow_info_nce(q2, k1, queue0, t)
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(m.queue.keys[:8], torch.cat([k1, k2]).detach())
+    assert int(m.queue.ptr) == 8
+
+
+def test_symmetric_loss_needs_a_queue_holding_both_crops_keys():
+    with pytest.raises(ConfigError, match=r"queue_size=12 .* 2 crops"):
+        make(queue_size=12, symmetric=True, shuffle_bn_groups=1)(images(4), torch.arange(4))
+
+
+def test_cifar_recipe_is_the_official_cifar_demo():
+    from sslzoo.build import resolve
+
+    spec = resolve({"method": "moco", "recipe": "cifar"})
+    c, a, t = spec.method_config, spec.augment_config, spec.train
+    assert (c.queue_size, c.key_momentum, c.temperature, c.weight_decay) == (4096, 0.99, 0.1, 5e-4)
+    assert (c.lr, c.lr_batch, c.schedule, c.version, c.shuffle_bn_groups) == (
+        0.06, 512, "cosine", 1, 8)
+    assert spec.augment_cls.name == "moco-v2" and a.blur_prob == 0 and a.crop_scale == (0.08, 1.0)
+    assert (t.image_size, t.batch_size, t.epochs) == (32, 512, 200)
 
 
 def test_keys_come_from_shuffled_split_batch_norm_and_queries_from_split_batch_norm():
