@@ -43,11 +43,15 @@ The proximal regulariser of Sec. 3.3, ``lambda ||v_i^(t) - v_i^(t-1)||^2`` added
 data term, is not in the official code; it is off by default (``proximal=0``); the paper
 shows it smoothing training for lambda between 10 and 50.
 
-Optimiser: SGD, momentum 0.9, learning rate 0.03 at batch 256 (paper Sec. 4 and
-``main.py``), weight decay 5e-4 (the official CIFAR script; its ImageNet script uses
-1e-4), dropped 10x at epochs 80, 120 and 160 of 200 (the official CIFAR script; the
-paper's ImageNet runs drop at 120 and 160: ``--set lr_milestones=0.6,0.8``). Augment:
-``instdisc`` (the official ``main.py`` pipeline).
+Defaults are the official ImageNet script's (``main.py``, the README's ImageNet
+command): SGD, momentum 0.9, "--lr 0.03" at "-b 256", weight decay 1e-4, NCE with
+"--nce-k 4096 --nce-t 0.07", the rate dropped 10x at epochs 120 and 160 of 200
+(``lr_milestones = (0.6, 0.8)``), and the ``instdisc`` augment (its ``main.py``
+pipeline, grayscale before jitter). The ``cifar`` recipe is the official CIFAR-10
+script (``cifar.py``) with the README's command ``python cifar.py --nce-k 0 --nce-t 0.1
+--lr 0.03``: the full softmax, temperature 0.1, lr 0.03 at its batch of 128, weight decay
+5e-4, colour jitter before grayscale, no flip (commented out there), and the same drops
+at epochs 120 and 160 of 200 (``lr * 0.1 ** ((epoch - 80) // 40)`` from epoch 80).
 """
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ from sslzoo.heads import ProjectionHead
 from sslzoo.losses import nce_loss
 from sslzoo.memory import MemoryBank
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
+from sslzoo.recipes import Recipe
 
 
 class InstDisc(Method):
@@ -77,27 +82,47 @@ class InstDisc(Method):
         "Wu et al., Unsupervised Feature Learning via Non-Parametric Instance "
         "Discrimination, CVPR 2018. https://arxiv.org/abs/1805.01978")
     default_augment: ClassVar[str] = "instdisc"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "cifar": Recipe(
+            "CIFAR-size images (32 px): full softmax over the memory bank, temperature 0.1, "
+            "batch 128, jitter before grayscale, no flip.",
+            "lemniscate.pytorch README ('python cifar.py --nce-k 0 --nce-t 0.1 --lr 0.03') "
+            "and cifar.py (batch 128, SGD wd 5e-4, drops at epochs 120 and 160 of 200)",
+            method={"loss": "softmax", "temperature": 0.1, "lr": 0.03, "lr_batch": 128,
+                    "weight_decay": 5e-4, "lr_milestones": (0.6, 0.8)},
+            augment={"grayscale_first": False, "hflip_prob": 0.0},
+            train={"image_size": 32, "batch_size": 128, "epochs": 200}),
+        "imagenet": Recipe(
+            "ImageNet-size images (224 px): NCE with 4096 noise samples, temperature 0.07, "
+            "batch 256 (global: divide it by the number of processes).",
+            "lemniscate.pytorch README ImageNet command (--nce-k 4096 --nce-t 0.07 --lr 0.03 "
+            "-b 256) and main.py (wd 1e-4, drops at epochs 120 and 160 of 200)",
+            method={"loss": "nce", "temperature": 0.07, "lr": 0.03, "lr_batch": 256,
+                    "weight_decay": 1e-4},
+            train={"image_size": 224, "batch_size": 256, "epochs": 200}),
+    }
 
     @dataclass
     class Config(OptimConfig):
         lr: float = hp(0.03, "learning rate per 256 images (paper Sec. 4: 0.03 at batch 256)",
                        gt=0)
         momentum: float = hp(0.9, "SGD momentum (official code: 0.9)", ge=0, lt=1)
-        weight_decay: float = hp(5e-4, "weight decay (official CIFAR code: 5e-4; ImageNet "
-                                 "code: 1e-4)", ge=0)
+        weight_decay: float = hp(1e-4, "weight decay (official ImageNet main.py: 1e-4; "
+                                 "cifar.py: 5e-4)", ge=0)
         wd_exclude_bias_norm: bool = hp(
             False, "no weight decay on biases and norm weights "
                    "(official code: every parameter decays)")
         schedule: Schedule = hp("step", "learning-rate schedule (paper: step drops)")
         lr_milestones: tuple[float, ...] = hp(
-            (0.4, 0.6, 0.8), "fractions of the run where the lr drops 10x (official CIFAR "
-                             "code: epochs 80, 120, 160 of 200)", gt=0, lt=1)
+            (0.6, 0.8), "fractions of the run where the lr drops 10x (official main.py and "
+                        "cifar.py: epochs 120 and 160 of 200)", gt=0, lt=1)
         proj_dim: int = hp(128, "embedding width (paper: 128)", ge=1)
         loss: Literal["nce", "softmax"] = hp(
             "nce", "'nce': NCE with nce_k noise samples (Eq. (7)); 'softmax': full "
             "non-parametric softmax over the memory bank (Eq. (2))", choices=("nce", "softmax"))
         nce_k: int = hp(4096, "noise samples per image for NCE (paper: K = 4096)", ge=1)
-        temperature: float = hp(0.07, "softmax temperature t (paper: 0.07)", gt=0)
+        temperature: float = hp(0.07, "softmax temperature t (paper and ImageNet command: "
+                                      "0.07; CIFAR command: 0.1)", gt=0)
         bank_momentum: float = hp(0.5, "memory bank momentum m in v <- normalize(m v + "
                                   "(1-m) f) (official code: 0.5)", ge=0, lt=1)
         proximal: float = hp(0.0, "proximal regulariser lambda (Sec. 3.3; the paper shows "

@@ -213,7 +213,11 @@ def test_config_bounds_are_checked():
 
 def test_paper_defaults():
     c = InstDisc.Config()
-    assert (c.optimizer, c.lr, c.momentum, c.weight_decay) == ("sgd", 0.03, 0.9, 5e-4)
+    # the official ImageNet script (main.py): lr 0.03 at batch 256, wd 1e-4, T 0.07, NCE
+    assert (c.optimizer, c.lr, c.lr_batch, c.momentum, c.weight_decay) == (
+        "sgd", 0.03, 256, 0.9, 1e-4)
+    assert (c.loss, c.schedule, c.lr_milestones, c.lr_gamma) == ("nce", "step", (0.6, 0.8), 0.1)
+    assert not c.wd_exclude_bias_norm
     assert (c.proj_dim, c.nce_k, c.temperature, c.bank_momentum, c.proximal) == (
         128, 4096, 0.07, 0.5, 0.0)
     assert InstDisc.augment_name(c) == "instdisc"
@@ -251,3 +255,39 @@ def test_distributed_training_keeps_memory_banks_and_z_identical():
     assert torch.equal(r0["log_z"], r1["log_z"])
     written = (r0["bank"] != r0["start"]).any(dim=1)
     assert written[:24].all() and not written[24:].any()  # both ranks' rows, nothing else
+
+
+def official_cifar_lr(epoch: int, lr: float = 0.03) -> float:
+    """lemniscate.pytorch cifar.py ``adjust_learning_rate``, written out."""
+    return lr * 0.1 ** ((epoch - 80) // 40) if epoch >= 80 else lr
+
+
+def test_step_schedule_matches_the_official_cifar_script_epoch_by_epoch():
+    from sslzoo.engine import lr_lambda
+
+    c = InstDisc.Config()
+    factor = lr_lambda(200, 0, c.schedule, c.lr_milestones, c.lr_gamma)
+    for epoch in range(200):
+        assert 0.03 * factor(epoch) == pytest.approx(official_cifar_lr(epoch)), epoch
+
+
+def test_cifar_recipe_is_the_official_cifar_command():
+    from sslzoo.build import resolve
+
+    spec = resolve({"method": "instdisc", "recipe": "cifar"})
+    c, a, t = spec.method_config, spec.augment_config, spec.train
+    assert (c.loss, c.temperature, c.lr, c.lr_batch, c.weight_decay) == (
+        "softmax", 0.1, 0.03, 128, 5e-4)
+    assert c.lr_milestones == (0.6, 0.8)
+    assert (a.grayscale_first, a.hflip_prob) == (False, 0.0)
+    assert (t.image_size, t.batch_size, t.epochs) == (32, 128, 200)
+
+
+def test_imagenet_recipe_is_the_official_imagenet_command():
+    from sslzoo.build import resolve
+
+    spec = resolve({"method": "instdisc", "recipe": "imagenet"})
+    c, a = spec.method_config, spec.augment_config
+    assert (c.loss, c.nce_k, c.temperature, c.lr, c.lr_batch, c.weight_decay) == (
+        "nce", 4096, 0.07, 0.03, 256, 1e-4)
+    assert a.grayscale_first and spec.train.image_size == 224
