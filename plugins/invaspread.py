@@ -45,6 +45,7 @@ from sslzoo.config import hp
 from sslzoo.heads import ProjectionHead
 from sslzoo.losses import invariance_spreading_loss
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
+from sslzoo.recipes import Recipe
 
 
 class InvaSpread(Method):
@@ -55,6 +56,25 @@ class InvaSpread(Method):
         "Ye et al., Unsupervised Embedding Learning via Invariant and Spreading Instance "
         "Feature, CVPR 2019. https://arxiv.org/abs/1904.03436")
     default_augment: ClassVar[str] = "instdisc"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "cifar": Recipe(
+            "CIFAR-size images (32 px): the official CIFAR-10 script, batch 128, colour "
+            "jitter before grayscale, 301 epochs with one drop at epoch 120.",
+            "mangye16/Unsupervised_Embedding_Learning demo_seen.py and datasets/cifar.py",
+            augment={"grayscale_first": False},
+            train={"image_size": 32, "batch_size": 128, "epochs": 301}),
+        "imagenet": Recipe(
+            "ImageNet-size images (224 px): the unseen-category setting (CUB-200, Cars-196, "
+            "Products) that fine-tunes an ImageNet-pretrained network with random crops "
+            "and flips only; the crop keeps 224 of 256 px of the resized image.",
+            "demo_unseen.py: batch 64, lr 0.001, SGD wd 5e-4, drops at epochs 20 and 40 of "
+            "60, RandomCrop(224) + RandomHorizontalFlip, pretrained network",
+            method={"lr": 0.001, "lr_batch": 64, "lr_milestones": (1 / 3, 2 / 3)},
+            augment={"name": "crop-flip", "crop": "resized",
+                     "crop_scale": ((224 / 256) ** 2, (224 / 256) ** 2),
+                     "crop_ratio": (1.0, 1.0)},
+            train={"image_size": 224, "batch_size": 64, "epochs": 60, "pretrained": True}),
+    }
 
     @dataclass
     class Config(OptimConfig):

@@ -177,3 +177,24 @@ def test_distributed_loss_and_gradients_equal_the_global_batch(detach, _distribu
 @pytest.fixture(scope="module")
 def _distributed_results() -> list[dict]:
     return run_distributed(_rank_loss_and_grad)
+
+
+def test_recipes_are_the_official_scripts():
+    from sslzoo.build import resolve
+
+    cifar = resolve({"method": "invaspread", "recipe": "cifar"})
+    assert not cifar.augment_config.grayscale_first
+    assert (cifar.train.image_size, cifar.train.batch_size) == (32, 128)
+    big = resolve({"method": "invaspread", "recipe": "imagenet"})
+    c = big.method_config
+    assert (c.lr, c.lr_batch, c.weight_decay, c.temperature) == (0.001, 64, 5e-4, 0.1)
+    assert c.lr_milestones == pytest.approx((1 / 3, 2 / 3))
+    assert big.augment_cls.name == "crop-flip" and big.augment_config.jitter_prob == 0
+    assert big.train.pretrained and big.train.image_size == 224
+
+
+def test_every_parameter_decays_as_in_the_official_code():
+    m = make()
+    groups = m.parameter_groups()
+    assert len(groups) == 1 and "weight_decay" not in groups[0]
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in m.parameters()}

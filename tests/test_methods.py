@@ -80,3 +80,50 @@ def test_method_step_traces_under_torch_compile(name):
     assert math.isfinite(out["loss"].item())
     out["loss"].backward()
     assert any(p.grad is not None for p in method.backbone.parameters())
+
+
+# official code that decays every parameter (``SGD(model.parameters(), weight_decay=...)``)
+# and SimCLR's, which leaves biases and batch norm out
+DECAYS_EVERY_PARAMETER = {"rotation": True, "instdisc": True, "invaspread": True, "moco": True,
+                          "colorization": True, "simclr": False}
+
+
+@pytest.mark.parametrize("name", sorted(DECAYS_EVERY_PARAMETER))
+def test_weight_decay_of_biases_and_norms_is_each_papers(name):
+    config = default_plugins().methods.get(name).obj.Config()
+    assert config.wd_exclude_bias_norm is not DECAYS_EVERY_PARAMETER[name]
+
+
+@pytest.mark.parametrize("name, exclude", [("rotation", False), ("rotation", True),
+                                           ("simclr", True), ("simclr", False)])
+def test_optimizer_decays_biases_and_norms_only_when_the_config_says_so(name, exclude):
+    from sslzoo.engine import build_optimizer
+
+    spec = resolve({"method": name, "backbone": "small_resnet10", "image_size": SIZE},
+                   {"wd_exclude_bias_norm": exclude})
+    method = build_method(spec, DataInfo(N, SIZE))
+    wd = spec.method_config.weight_decay
+    decay_of = {id(p): g["weight_decay"] for g in build_optimizer(method, 0.1).param_groups
+                for p in g["params"]}
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    assert set(decay_of) == {id(p) for p in trainable}
+    for p in trainable:
+        assert decay_of[id(p)] == (0.0 if exclude and p.ndim <= 1 else wd)
+
+
+@pytest.mark.parametrize("scaling, batch, expected", [
+    ("linear", 512, 0.3 * 512 / 256), ("sqrt", 4096, 0.3 * math.sqrt(4096 / 256))])
+def test_peak_learning_rate_follows_the_scaling_rule(scaling, batch, expected):
+    from sslzoo.method import OptimConfig, peak_learning_rate
+
+    config = OptimConfig(lr=0.3, lr_batch=256, lr_scaling=scaling)
+    assert peak_learning_rate(config, batch) == pytest.approx(expected)
+    assert peak_learning_rate(OptimConfig(lr=0.3, lr_batch=0, lr_scaling=scaling), batch) == 0.3
+
+
+def test_simclr_square_root_rule_is_0075_sqrt_batch():
+    # SimCLR Appendix B.1: "LearningRate = 0.075 x sqrt(BatchSize)"
+    from sslzoo.method import OptimConfig, peak_learning_rate
+
+    config = OptimConfig(lr=0.075, lr_batch=1, lr_scaling="sqrt")
+    assert peak_learning_rate(config, 1024) == pytest.approx(0.075 * 32)

@@ -140,3 +140,21 @@ def test_v2_recipe_uses_the_square_root_learning_rate():
 
     assert spec.method_config.version == 2
     assert peak_learning_rate(spec.method_config, 4096) == pytest.approx(6.4)
+
+
+def test_training_from_the_cli_uses_the_square_root_learning_rate(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from sslzoo.cli import cli
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, [
+        "train", "simclr", "--data", "synthetic", "--backbone", "small_resnet10",
+        "--image-size", "16", "--batch-size", "16", "--device", "cpu", "--max-steps", "1",
+        "--out", str(out), "--set", "lr=0.075", "--set", "lr_batch=1",
+        "--set", "lr_scaling=sqrt"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["peak_lr"] == pytest.approx(0.075 * 4)  # 0.075 x sqrt(16)
