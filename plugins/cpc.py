@@ -54,6 +54,24 @@ The paper leaves open, and this plugin chooses:
   images, where the 7x7 grid of 4 px patches reached 0.875; at 32 px the default grid
   (8 px patches) went from 0.780 to 0.816 in 200 steps.
 
+CPC v2 options (Hénaff et al. 2019; its code is not public, so this follows the paper,
+whose appendix gives the loss as pseudo-code, ``CPC(latents, target_dim=64,
+emb_scale=0.1, steps_to_ignore=2, steps_to_predict=3)``):
+- ``target_dim``: the targets are a 1x1 convolution of the patch encodings to
+  ``target_dim`` channels (64) instead of the encodings themselves, and the predictors
+  map the context to that width;
+- ``pred_scale``: predictions are multiplied by it before the scores (``emb_scale``,
+  0.1);
+- ``steps_to_ignore``: offsets ``1..steps_to_ignore`` are not predicted, so the steps
+  are ``steps_to_ignore + 1 .. prediction_steps`` (the pseudo-code's
+  ``range(steps_to_ignore, steps_to_predict)`` predicts row ``i + 1`` ahead; with its
+  defaults, only 3 rows ahead);
+- ``color_drop``: "color dropping", which "randomly drops two of the three color
+  channels in each patch" (needs ``grayscale=false``);
+- ``patch_flip``: each patch is flipped horizontally with probability 0.5.
+All are off by default (CPC v1); the ``v2`` recipe turns them on with the layer norm and
+four directions.
+
 The InfoNCE score is invariant to a component shared by all patch encodings (it adds
 the same amount to every candidate), so the pooled features keep a large common
 direction that cosine kNN is sensitive to; centring the features first shows much of
@@ -76,8 +94,9 @@ from sslzoo.config import hp
 from sslzoo.errors import ConfigError
 from sslzoo.losses import info_nce_candidates
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
-from sslzoo.patches import (DIRECTIONS, extract_patches, half_overlap_grid, random_subcrop_pad,
-                            rotate_grid)
+from sslzoo.patches import (DIRECTIONS, drop_colour_channels, extract_patches, half_overlap_grid,
+                            random_flip_patches, random_subcrop_pad, rotate_grid)
+from sslzoo.recipes import Recipe
 
 
 class RowCausalConv2d(nn.Conv2d):
@@ -153,6 +172,28 @@ class CPC(Method):
         "van den Oord et al., Representation Learning with Contrastive Predictive Coding, "
         "2018. https://arxiv.org/abs/1807.03748 (v2 options: Hénaff et al., ICML 2020)")
     default_augment: ClassVar[str] = "crop-flip"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "imagenet": Recipe(
+            "ImageNet-size images (256 px): CPC v1, a 7x7 grid of 64 px patches and a batch "
+            "of 16 per process, as on the paper's 32 GPUs.",
+            "van den Oord et al. 2018, Sec. 3.3 ('32 GPUs each with a batch size of 16')",
+            train={"image_size": 256, "batch_size": 16}),
+        "cifar": Recipe(
+            "CIFAR-size images (32 px): the 7x7 grid gives 8 px patches; the paper has no "
+            "CIFAR setting, so only the image size and a small batch change.",
+            "van den Oord et al. 2018, Sec. 3.3, scaled to 32 px (no CIFAR run in the paper)",
+            train={"image_size": 32, "batch_size": 64}),
+        "v2": Recipe(
+            "CPC v2 on ImageNet-size images (256 px): layer norm, four directions, targets "
+            "projected to 64 channels, predictions scaled by 0.1, colour dropping and "
+            "per-patch flips instead of greyscale.",
+            "Hénaff et al. 2019, Sec. 4.1 and the appendix pseudo-code (target_dim=64, "
+            "emb_scale=0.1, steps_to_ignore=2, steps_to_predict=3)",
+            method={"patch_norm": "layer", "directions": 4, "target_dim": 64,
+                    "pred_scale": 0.1, "steps_to_ignore": 2, "prediction_steps": 3,
+                    "color_drop": True, "patch_flip": True, "grayscale": False},
+            train={"image_size": 256}),
+    }
 
     @dataclass
     class Config(OptimConfig):
@@ -171,6 +212,17 @@ class CPC(Method):
                           "use 3 for 16 px images)", ge=2)
         prediction_steps: int = hp(5, "rows predicted ahead, k = 1..K; must be < grid "
                                       "(paper: 'up to five rows from the 7x7 grid')", ge=1)
+        steps_to_ignore: int = hp(0, "offsets 1..this are not predicted: k runs from "
+                                     "steps_to_ignore + 1 (CPC v2 pseudo-code: 2)", ge=0)
+        target_dim: int = hp(0, "targets through a 1x1 convolution to this width; 0 = the "
+                                "patch encodings themselves (v1; CPC v2 pseudo-code: 64)", ge=0)
+        pred_scale: float = hp(1.0, "predictions are multiplied by this (CPC v2 "
+                                    "pseudo-code: emb_scale=0.1)", gt=0)
+        color_drop: bool = hp(False, "keep one random colour channel per patch (CPC v2: "
+                                     "'drops two of the three color channels in each "
+                                     "patch'); needs grayscale=false")
+        patch_flip: bool = hp(False, "flip each patch horizontally with probability 0.5 "
+                                     "(CPC v2)")
         context_dim: int = hp(256, "channels of the context network (paper: not given)", ge=1)
         context_layers: int = hp(5, "residual blocks of masked 3x3 convolutions in the context "
                                     "network (paper: 'PixelCNN-style'; not given)", ge=1)
@@ -189,6 +241,14 @@ class CPC(Method):
                      "the patch grid's encodings (the paper pools the grid)")
 
         def __post_init__(self) -> None:
+            if self.steps_to_ignore >= self.prediction_steps:
+                raise ConfigError(
+                    f"steps_to_ignore must be < prediction_steps ({self.prediction_steps}) "
+                    f"so that one step is left, got {self.steps_to_ignore}; set it with "
+                    f"--set steps_to_ignore={self.prediction_steps - 1}")
+            if self.color_drop and self.grayscale:
+                raise ConfigError("color_drop needs colour patches; set --set grayscale=false "
+                                  "with --set color_drop=true")
             if self.prediction_steps >= self.grid:
                 raise ConfigError(
                     f"prediction_steps must be < grid ({self.grid}) so that a row has a row "
@@ -202,16 +262,21 @@ class CPC(Method):
         super().__init__(backbone, config, augment, data)
         half_overlap_grid(data.image_size, config.grid)  # fails early if the image is too small
         self.directions = DIRECTIONS[:config.directions]
-        f, k = backbone.num_features, config.prediction_steps
+        f = backbone.num_features
+        k = config.prediction_steps - config.steps_to_ignore    # steps predicted
+        # CPC v2: targets through a 1x1 convolution (with bias, as the pseudo-code's Conv2D)
+        self.target_proj = (nn.Conv2d(f, config.target_dim, 1) if config.target_dim else None)
+        d = config.target_dim or f
         self.context = nn.ModuleList(ContextNetwork(f, config.context_dim, config.context_layers)
                                      for _ in self.directions)
-        # W_1 .. W_K of every direction as one bias-free 1x1 convolution each: (B, K*F, G, G)
-        self.predictors = nn.ModuleList(nn.Conv2d(config.context_dim, k * f, 1, bias=False)
+        # W_k of every predicted step as one bias-free 1x1 convolution per direction:
+        # (B, k*D, G, G)
+        self.predictors = nn.ModuleList(nn.Conv2d(config.context_dim, k * d, 1, bias=False)
                                         for _ in self.directions)
         for predictor in self.predictors:
             # scores z^T W_k c start near 0 (loss near log of the candidate count) instead
             # of the default init's O(sqrt(F)) scores, which take many steps to unlearn
-            nn.init.normal_(predictor.weight, std=1.0 / math.sqrt(config.context_dim * f))
+            nn.init.normal_(predictor.weight, std=1.0 / math.sqrt(config.context_dim * d))
 
     def preprocess(self, x: Tensor) -> Tensor:
         """Greyscale (when configured, replicated to 3 channels), then normalisation."""
@@ -223,9 +288,14 @@ class CPC(Method):
         """Patch encodings ``z``: preprocessed images ``(B, C, S, S)`` -> ``(B, F, G, G)``."""
         layout = half_overlap_grid(x.shape[-1], self.config.grid)
         patches = extract_patches(x, layout, flatten=True)      # (B*G*G, C, p, p)
-        if jitter and self.config.patch_crop < 1:
-            size = max(1, int(layout.patch * self.config.patch_crop))
+        c = self.config
+        if jitter and c.patch_crop < 1:
+            size = max(1, int(layout.patch * c.patch_crop))
             patches = random_subcrop_pad(patches, size)
+        if jitter and c.color_drop:
+            patches = drop_colour_channels(patches)
+        if jitter and c.patch_flip:
+            patches = random_flip_patches(patches)
         z = self.backbone(patches)                               # (B*G*G, F)
         g = layout.grid
         return z.reshape(x.shape[0], g, g, -1).permute(0, 3, 1, 2)
@@ -240,19 +310,22 @@ class CPC(Method):
             The loss (mean over directions and steps of the mean over queries) and the
             fraction of predictions whose own target scores highest.
         """
-        b, f, g, _ = z.shape
-        candidates = z.permute(0, 2, 3, 1).reshape(-1, f)        # (B*G*G, F): image, row, col
+        b, _, g, _ = z.shape
+        c = self.config
+        targets_z = self.target_proj(z) if self.target_proj is not None else z  # (B, D, G, G)
+        f = targets_z.shape[1]
+        candidates = targets_z.permute(0, 2, 3, 1).reshape(-1, f)  # (B*G*G, D): image, row, col
         index = torch.arange(b * g * g, device=z.device).view(b, g, g)
         if distributed.world_size() > 1:
             candidates = distributed.gather_with_grad(candidates)
             index = index + distributed.rank() * b * g * g
         losses, accs = [], []
         for direction, context, predictor in zip(self.directions, self.context, self.predictors):
-            c = context(rotate_grid(z, direction))               # (B, context_dim, G, G)
-            preds = predictor(c).view(b, -1, f, g, g)             # (B, K, F, G, G)
+            ctx = context(rotate_grid(z, direction))             # (B, context_dim, G, G)
+            preds = predictor(ctx).view(b, -1, f, g, g) * c.pred_scale  # (B, K', D, G, G)
             targets = rotate_grid(index, direction)               # (B, G, G) candidate rows
-            for k in range(1, preds.shape[1] + 1):
-                query = preds[:, k - 1, :, :g - k].permute(0, 2, 3, 1).reshape(-1, f)
+            for step, k in enumerate(range(c.steps_to_ignore + 1, c.prediction_steps + 1)):
+                query = preds[:, step, :, :g - k].permute(0, 2, 3, 1).reshape(-1, f)
                 loss, acc = info_nce_candidates(query, candidates, targets[:, k:].reshape(-1))
                 losses.append(loss)
                 accs.append(acc)

@@ -152,3 +152,43 @@ def random_subcrop_pad(patches: Tensor, size: int,
     out = patches[idx, :, rows.unsqueeze(-1), cols.unsqueeze(1)]          # (N, p, p, C)
     mask = (inside[:, 0].unsqueeze(-1) & inside[:, 1].unsqueeze(1)).unsqueeze(-1)
     return (out * mask).permute(0, 3, 1, 2).contiguous()
+
+
+def drop_colour_channels(patches: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Keep one random colour channel of every patch and zero the other two.
+
+    CPC v2 (Hénaff et al. 2019, Sec. 4.1) augments each patch with "color dropping",
+    which "randomly drops two of the three color channels in each patch". The dropped
+    channels are set to 0, the mean after normalisation. Every patch draws its own kept
+    channel.
+
+    Args:
+        patches: ``(N, 3, p, p)``, normalised.
+        generator: optional random generator.
+
+    Returns:
+        ``(N, 3, p, p)`` with one non-zero channel per patch.
+    """
+    n, c = patches.shape[:2]
+    if c != 3:
+        raise ValueError(f"colour dropping needs 3-channel patches, got {c} channels")
+    keep = torch.randint(0, 3, (n,), device=patches.device, generator=generator)  # (N,)
+    mask = torch.arange(3, device=patches.device).view(1, 3) == keep.view(n, 1)  # (N, 3)
+    return patches * mask.view(n, 3, 1, 1).to(patches.dtype)
+
+
+def random_flip_patches(patches: Tensor, prob: float = 0.5,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """Mirror every patch left to right with probability ``prob``, independently.
+
+    CPC v2 (Hénaff et al. 2019, Sec. 4.1) adds random horizontal flips to its
+    patch-based augmentation.
+
+    Args:
+        patches: ``(N, C, p, p)``.
+        prob: probability that a patch is flipped.
+        generator: optional random generator.
+    """
+    n = patches.shape[0]
+    flip = torch.rand(n, device=patches.device, generator=generator) < prob  # (N,)
+    return torch.where(flip.view(n, 1, 1, 1), patches.flip(-1), patches)

@@ -68,9 +68,13 @@ _STEP = {"top-down": (1, 0), "bottom-up": (-1, 0), "left-right": (0, 1), "right-
 def _slow_cpc_loss(method: CPC, z: Tensor) -> tuple[float, float]:
     """van den Oord et al. 2018, Eq. (4) for every direction d, step k and position:
     -log exp(z_{target}^T W_k c) / sum over all patches z' of the batch of exp(z'^T W_k c)."""
-    b, f = z.shape[:2]
+    b = z.shape[0]
+    cfg = method.config
+    # CPC v2: targets through the 1x1 projection, when there is one
+    t_z = method.target_proj(z) if method.target_proj is not None else z
+    f = t_z.shape[1]
     cands = [(bb, i, j) for bb in range(b) for i in range(G) for j in range(G)]
-    cand_z = torch.stack([z[bb, :, i, j] for bb, i, j in cands])   # (B*G*G, F), any order
+    cand_z = torch.stack([t_z[bb, :, i, j] for bb, i, j in cands])  # (B*G*G, D), any order
     step_losses, step_accs = [], []
     for d, direction in enumerate(method.directions):
         zr = torch.empty_like(z)
@@ -78,9 +82,10 @@ def _slow_cpc_loss(method: CPC, z: Tensor) -> tuple[float, float]:
             for s in range(G):
                 zr[:, :, r, s] = z[:, :, _origin(direction, r, s)[0], _origin(direction, r, s)[1]]
         c = method.context[d](zr)
-        w = method.predictors[d].weight[:, :, 0, 0]            # (K*F, context_dim)
-        for k in range(1, method.config.prediction_steps + 1):
-            w_k = w[(k - 1) * f:k * f]
+        w = method.predictors[d].weight[:, :, 0, 0]            # (K'*D, context_dim)
+        for k in range(cfg.steps_to_ignore + 1, cfg.prediction_steps + 1):
+            row = k - cfg.steps_to_ignore - 1
+            w_k = w[row * f:(row + 1) * f] * cfg.pred_scale
             terms, hits = [], 0
             for bb in range(b):
                 for r in range(G - k):
@@ -107,6 +112,50 @@ def test_cpc_loss_matches_a_loop_over_directions_rows_and_steps(directions):
         ref_loss, ref_acc = _slow_cpc_loss(method, z)
     assert loss.item() == pytest.approx(ref_loss, rel=1e-4)
     assert acc.item() == pytest.approx(ref_acc)
+
+
+def test_cpc_v2_loss_projects_targets_scales_predictions_and_skips_near_steps():
+    torch.manual_seed(0)
+    method = make_cpc(directions=2, prediction_steps=4, steps_to_ignore=2, target_dim=5,
+                      pred_scale=0.1)
+    assert method.target_proj.out_channels == 5
+    assert method.predictors[0].out_channels == 2 * 5  # steps 3 and 4 only
+    z = torch.randn(2, method.backbone.num_features, G, G)
+    with torch.no_grad():
+        loss, acc = method.cpc_loss(z)
+        ref_loss, ref_acc = _slow_cpc_loss(method, z)
+    assert loss.item() == pytest.approx(ref_loss, rel=1e-4)
+    assert acc.item() == pytest.approx(ref_acc)
+
+
+def test_v2_options_are_off_by_default_and_the_v2_recipe_turns_them_on():
+    c = CPC.Config()
+    assert (c.steps_to_ignore, c.target_dim, c.pred_scale, c.color_drop, c.patch_flip) == (
+        0, 0, 1.0, False, False)
+    from sslzoo.build import resolve
+
+    v2 = resolve({"method": "cpc", "recipe": "v2"}).method_config
+    assert (v2.target_dim, v2.pred_scale, v2.steps_to_ignore, v2.prediction_steps) == (
+        64, 0.1, 2, 3)
+    assert v2.color_drop and v2.patch_flip and not v2.grayscale
+    assert (v2.patch_norm, v2.directions) == ("layer", 4)
+
+
+def test_v2_patch_augmentation_drops_colours_and_flips_patches(monkeypatch):
+    import sslzoo_plugins.cpc as cpc_module
+
+    calls = []
+    monkeypatch.setattr(cpc_module, "drop_colour_channels",
+                        lambda p: calls.append("drop") or p[:, :1].expand_as(p))
+    monkeypatch.setattr(cpc_module, "random_flip_patches",
+                        lambda p: calls.append("flip") or p.flip(-1))
+    method = make_cpc(color_drop=True, patch_flip=True, grayscale=False, patch_crop=1.0)
+    x = torch.rand(2, 3, 32, 32)
+    method.encode_patches(x, jitter=True)
+    assert calls == ["drop", "flip"]
+    calls.clear()
+    method.encode_patches(x)  # evaluation: no patch augmentation
+    assert calls == []
 
 
 # --- the context network only looks up --------------------------------------------
@@ -236,6 +285,13 @@ def test_grayscale_option_feeds_identical_channels():
     assert torch.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
     colour = make_cpc(grayscale=False).preprocess(x)
     assert not torch.allclose(colour[:, 0], colour[:, 1])
+
+
+def test_config_rejects_ignoring_every_step_and_colour_dropping_greyscale():
+    with pytest.raises(ConfigError, match="steps_to_ignore"):
+        build(CPC.Config, {"steps_to_ignore": "5"})
+    with pytest.raises(ConfigError, match="grayscale=false"):
+        build(CPC.Config, {"color_drop": "true"})
 
 
 def test_config_rejects_prediction_steps_beyond_the_grid_and_odd_directions():

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from sslzoo.errors import ConfigError
-from sslzoo.patches import (DIRECTIONS, PatchGrid, extract_patches, half_overlap_grid,
-                            random_subcrop_pad, rotate_grid)
+from sslzoo.patches import (DIRECTIONS, PatchGrid, drop_colour_channels, extract_patches,
+                            half_overlap_grid, random_flip_patches, random_subcrop_pad,
+                            rotate_grid)
 
 
 @pytest.mark.parametrize("size, patch", [(32, 8), (64, 16), (96, 24), (224, 56), (256, 64)])
@@ -107,3 +108,29 @@ def test_random_subcrop_pad_full_size_is_identity_and_checks_size():
     assert torch.equal(random_subcrop_pad(x, 4), x)
     with pytest.raises(ValueError):
         random_subcrop_pad(x, 5)
+
+
+def test_drop_colour_channels_keeps_one_random_channel_per_patch():
+    torch.manual_seed(0)
+    patches = torch.rand(300, 3, 4, 4) + 0.1
+    out = drop_colour_channels(patches)
+    kept = (out != 0).flatten(2).all(-1)                        # (N, 3)
+    assert torch.equal(kept.sum(1), torch.ones(300, dtype=torch.long))
+    channel = kept.float().argmax(1)
+    torch.testing.assert_close(out[torch.arange(300), channel],
+                               patches[torch.arange(300), channel])
+    counts = torch.bincount(channel, minlength=3)
+    assert counts.min() > 60                                     # each channel is drawn
+    with pytest.raises(ValueError, match="3-channel"):
+        drop_colour_channels(torch.rand(2, 1, 4, 4))
+
+
+def test_random_flip_patches_mirrors_about_half_of_them_independently():
+    torch.manual_seed(0)
+    patches = torch.rand(400, 2, 3, 3)
+    out = random_flip_patches(patches)
+    same = (out == patches).flatten(1).all(1)
+    mirrored = (out == patches.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all())
+    assert 140 < int(mirrored.sum()) < 260
+    assert torch.equal(random_flip_patches(patches, prob=0.0), patches)
