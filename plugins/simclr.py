@@ -21,13 +21,15 @@ official README's CIFAR-10 command (batch 512, lr 1.0, weight decay 1e-4, temper
 As in the official code (and not said in the paper):
 
 * the projection head (``ProjectionHead``) is bias-free linear layers each followed by
-  batch norm (``linear_layer(..., use_bias=False, use_bn=True)``), the output layer's
-  batch norm with a scale but no shift, the hidden layers as wide as the backbone's
-  features (``proj_hidden_dim = 0``);
-* batch norm is global under torchrun (the paper's "Global BN", Sec. B.1:
-  "we aggregate BN mean and variance over all devices"): SyncBatchNorm unless
-  ``--no-sync-bn``;
-* biases and batch-norm parameters get no weight decay (and no LARS adaptation)
+  batch norm (``linear_layer`` drops the dense bias when ``use_bn``), the output
+  layer's batch norm with a scale but no shift (``use_bias=False, use_bn=True``: no
+  ``center``), the hidden layers as wide as the backbone's features (``mid_dim =
+  hiddens.shape[-1]``; ``proj_hidden_dim = 0``);
+* batch norm is global under torchrun (the paper's "Global BN", Sec. 2.2: "we
+  aggregate BN mean and variance over all devices during the training"; ``run.py``
+  ``--global_bn=True``): SyncBatchNorm unless ``--no-sync-bn``;
+* biases and batch-norm parameters get no weight decay (and no LARS adaptation):
+  ``LARSOptimizer(..., exclude_from_weight_decay=['batch_normalization', 'bias'])``
   (``wd_exclude_bias_norm``).
 
 ``version=2`` is SimCLR v2: "a deeper 3-layer projection head", temperature 0.1 and
