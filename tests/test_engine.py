@@ -37,7 +37,7 @@ def interrupt_at(step):
 def test_run_directory_holds_config_metrics_and_checkpoint(tmp_path):
     run = train(tiny_spec(tmp_path / "run", max_steps=3), quiet=True)
     config = json.loads((run / "config.json").read_text())
-    assert config["method"]["name"] == "simclr" and config["method"]["temperature"] == 0.5
+    assert config["method"]["name"] == "simclr" and config["method"]["temperature"] == 0.1
     assert config["augment"]["name"] == "simclr"
     assert config["versions"]["torch"] == str(torch.__version__)
     assert config["method_plugin"] == "sslzoo"
