@@ -57,6 +57,7 @@ from sslzoo import color, distributed
 from sslzoo.config import hp
 from sslzoo.errors import ConfigError
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
+from sslzoo.recipes import Recipe
 
 #: ab scale of the regression option (official PyTorch code: ``ab_norm = 110``).
 AB_NORM = 110.0
@@ -76,6 +77,19 @@ class Colorization(Method):
         "Zhang, Isola and Efros, Colorful Image Colorization, ECCV 2016. "
         "https://arxiv.org/abs/1603.08511")
     default_augment: ClassVar[str] = "crop-flip"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "imagenet": Recipe(
+            "Colorization on ImageNet-size images: 224 px inputs predicted at 56 x 56, batch "
+            "40, 500k iterations (about 16 epochs) with drops at 225k and 450k.",
+            "paper Sec. 2 and 3 (224 x 224 input, 1/4 resolution output, Adam 3e-5, batch "
+            "40); official solver (step size 225k of 500k iterations)",
+            train={"image_size": 224, "batch_size": 40, "epochs": 16}),
+        "cifar": Recipe(
+            "The paper's setting scaled to 32 px images (the paper reports no CIFAR run): "
+            "targets at 8 x 8 (stride 4), batch 40; short runs may want a larger --lr.",
+            "paper Sec. 2-3 (1/4 resolution output, Adam 3e-5, batch 40)",
+            train={"image_size": 32, "batch_size": 40}),
+    }
 
     @dataclass
     class Config(OptimConfig):

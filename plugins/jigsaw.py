@@ -66,6 +66,7 @@ import sslzoo
 from sslzoo.config import hp
 from sslzoo.errors import ConfigError
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
+from sslzoo.recipes import Recipe
 from sslzoo.pretext import (ColourDrop, JigsawPuzzle, accuracy, jigsaw_sizes, load_permutations,
                             normalize_tiles, permutation_set)
 
@@ -78,6 +79,22 @@ class Jigsaw(Method):
         "Noroozi and Favaro, Unsupervised Learning of Visual Representations by Solving "
         "Jigsaw Puzzles, ECCV 2016. https://arxiv.org/abs/1603.09246")
     default_augment: ClassVar[str] = "none"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "imagenet": Recipe(
+            "Jigsaw on ImageNet-size images: 225 px windows of 256 px images, 75 px cells "
+            "with 64 px tiles, the paper's fc6 (1024) and fc7 (4096), batch 256 for about "
+            "350k iterations.",
+            "paper Sec. 3 (225 crop, 64 px tiles, fc6 1024, fc7 4096); official "
+            "solver_cfn_jps.prototxt (batch 256, lr 0.01, 350k iterations ~ 70 epochs)",
+            method={"tile_dim": 1024, "hidden_dim": 4096},
+            train={"image_size": 256, "batch_size": 256, "epochs": 70}),
+        "cifar": Recipe(
+            "The paper's puzzle scaled to 32 px images (the paper reports no CIFAR run): a "
+            "28 px window, 9 px cells, 8 px tiles; sizes follow the image size.",
+            "paper Sec. 3 proportions (225/256 window, 64/75 tiles); official solver "
+            "(batch 256, lr 0.01, ~70 epochs)",
+            train={"image_size": 32, "batch_size": 256, "epochs": 70}),
+    }
 
     @dataclass
     class Config(OptimConfig):
