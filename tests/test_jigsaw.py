@@ -303,3 +303,16 @@ def test_checkpoint_keeps_the_file_permutations_without_the_file(tmp_path) -> No
     rebuilt = make(permutations_file=path)
     rebuilt.load_state_dict(state, strict=True)
     assert torch.equal(rebuilt.puzzle.permutations, torch.from_numpy(perms))
+
+
+def test_cli_run_with_a_missing_permutation_file_exits_2_naming_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from sslzoo.cli import cli
+
+    args = ["train", "jigsaw", "--data", "synthetic", "--backbone", "small_resnet10",
+            "--image-size", "24", "--batch-size", "8", "--max-steps", "1",
+            "--out", str(tmp_path / "run"), "--set", f"permutations_file={tmp_path}/nope.npy"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "nope.npy does not exist" in result.output and "Traceback" not in result.output
