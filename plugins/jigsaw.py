@@ -153,7 +153,6 @@ class Jigsaw(Method):
                  data: DataInfo) -> None:
         super().__init__(backbone, config, augment, data)
         c = config
-        jigsaw_sizes(round(c.window * data.image_size), c.grid, c.tile_ratio)  # tiny images
         perms = self._file_permutations(missing_ok=True)
         if perms is None:
             perms = permutation_set(c.num_permutations, c.grid * c.grid, c.permutation_seed,
@@ -162,6 +161,7 @@ class Jigsaw(Method):
             perms, c.grid, c.tile_ratio, normalize=c.normalize_tiles,
             per_channel=c.per_channel_norm, window=c.window, colour_drop=c.colour_drop,
             colour_drop_prob=c.colour_drop_prob, channel_jitter=c.channel_jitter)
+        jigsaw_sizes(self.puzzle.window_size(data.image_size), c.grid, c.tile_ratio)  # tiny
         width = backbone.num_features
         self.tile_fc: nn.Module = nn.Identity()
         if c.tile_dim:

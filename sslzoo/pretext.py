@@ -383,7 +383,7 @@ class JigsawPuzzle(Augment):
 
     def window_size(self, image_size: int) -> int:
         """Side in pixels of the window the puzzle is cut from."""
-        return max(self.grid, min(image_size, round(self.window * image_size)))
+        return max(1, min(image_size, round(self.window * image_size)))
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Puzzle:
         # x: (B, C, H, W) -> Puzzle(tiles (B, T, C, t, t), labels (B,), positions (B, T, 2))
