@@ -3,8 +3,9 @@
 * :class:`Rotations`: all four 90-degree rotations of a batch and their labels (Gidaris
   et al., "Unsupervised Representation Learning by Predicting Image Rotations", ICLR
   2018. https://arxiv.org/abs/1803.07728).
-* :func:`permutation_set`, :func:`hamming_distances`, :func:`min_hamming_distance`,
-  :func:`extract_tiles`, :func:`normalize_tiles` and :class:`JigsawPuzzle`: the jigsaw
+* :func:`permutation_set`, :func:`load_permutations`, :func:`hamming_distances`,
+  :func:`min_hamming_distance`, :func:`extract_tiles`, :func:`normalize_tiles`,
+  :func:`drop_colour` and :class:`JigsawPuzzle`: the jigsaw
   puzzle of Noroozi & Favaro, "Unsupervised Learning of Visual Representations by
   Solving Jigsaw Puzzles", ECCV 2016. https://arxiv.org/abs/1603.09246
 
@@ -191,8 +192,8 @@ def extract_tiles(images: Tensor, grid: int, tile: int, offsets: Tensor | None =
 
     Noroozi & Favaro cut a 225-pixel crop into 75-pixel cells and pick a 64-pixel tile
     at a random place in each, so neighbouring tiles are separated by a random gap and
-    cannot be matched by their edges. The cells are ``S // grid`` pixels
-    (``S = min(H, W)``); the grid is centred unless ``origins`` places it.
+    cannot be matched by their edges. The cells are ``cell`` pixels (default
+    ``min(H, W) // grid``); the grid is centred unless ``origins`` places it.
 
     Args:
         images: ``(B, C, H, W)``.
