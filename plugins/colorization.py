@@ -20,10 +20,17 @@ Choices where the paper leaves room, and what the official code does:
 * Resolution: the paper predicts at a quarter of the input resolution (56 x 56 for
   224 x 224); here a 1x1 convolution maps the backbone's spatial features to Q logits,
   which are upsampled bilinearly to ``S / target_stride``, and the target is the ab
-  map subsampled with that stride (the official network subsamples with a stride-4
-  1x1 convolution).
+  map subsampled with that stride. The official network subsamples with a stride-4
+  1x1 convolution (``data_ab_ss``), keeping pixels 0, 4, 8, ...; here the kept pixel is
+  the one half a stride in (2, 6, 10, ...), nearer the centre of each 4x4 block: a
+  choice of this implementation, not the official code's.
 * Bins: computed from the sRGB gamut (Q = 261 with kornia's Lab; the official
-  ``pts_in_hull.npy`` has 313) — see :func:`sslzoo.color.ab_bins`.
+  ``pts_in_hull.npy`` has 313) — see :func:`sslzoo.color.ab_bins`. With
+  ``bins_file=pts_in_hull.npy`` the official 313 bins are read instead, and with
+  ``prior_file=prior_probs.npy`` the official ImageNet prior replaces the estimate from
+  the training sample (used as given, without further smoothing, as the official
+  ``PriorFactor`` does). Both end up in buffers, so checkpoints carry them and a trained
+  run does not need the files again.
 * Rebalancing: p is the share of pixels nearest to each bin in the ``prepare`` sample
   (the paper uses all of ImageNet), smoothed with a Gaussian (sigma = 5) in the ab plane.
   The official training also masks out greyscale images; that is not done here.
@@ -36,7 +43,9 @@ Choices where the paper leaves room, and what the official code does:
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -48,6 +57,7 @@ from sslzoo import color, distributed
 from sslzoo.config import hp
 from sslzoo.errors import ConfigError
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
+from sslzoo.recipes import Recipe
 
 #: ab scale of the regression option (official PyTorch code: ``ab_norm = 110``).
 AB_NORM = 110.0
@@ -67,6 +77,19 @@ class Colorization(Method):
         "Zhang, Isola and Efros, Colorful Image Colorization, ECCV 2016. "
         "https://arxiv.org/abs/1603.08511")
     default_augment: ClassVar[str] = "crop-flip"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "imagenet": Recipe(
+            "Colorization on ImageNet-size images: 224 px inputs predicted at 56 x 56, batch "
+            "40, 500k iterations (about 16 epochs) with drops at 225k and 450k.",
+            "paper Sec. 2 and 3 (224 x 224 input, 1/4 resolution output, Adam 3e-5, batch "
+            "40); official solver (step size 225k of 500k iterations)",
+            train={"image_size": 224, "batch_size": 40, "epochs": 16}),
+        "cifar": Recipe(
+            "The paper's setting scaled to 32 px images (the paper reports no CIFAR run): "
+            "targets at 8 x 8 (stride 4), batch 40; short runs may want a larger --lr.",
+            "paper Sec. 2-3 (1/4 resolution output, Adam 3e-5, batch 40)",
+            train={"image_size": 32, "batch_size": 40}),
+    }
 
     @dataclass
     class Config(OptimConfig):
@@ -97,6 +120,12 @@ class Colorization(Method):
                                 gt=0, le=1)
         target_stride: int = hp(4, "predict at 1/stride of the input resolution (paper: 4)",
                                 ge=1)
+        bins_file: str = hp("", "read the ab bin centres from this .npy file, shape (Q, 2) "
+                            "(official: pts_in_hull.npy, Q = 313); empty: computed from "
+                            "the sRGB gamut")
+        prior_file: str = hp("", "read the colour prior from this .npy file, shape (Q,) "
+                             "matching the bins (official: prior_probs.npy); empty: "
+                             "estimated from the training images")
 
     def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
                  data: DataInfo) -> None:
@@ -105,15 +134,37 @@ class Colorization(Method):
         if data.image_size < c.target_stride:
             raise ConfigError(f"target_stride {c.target_stride} is larger than the image size "
                               f"{data.image_size}; set it with --set target_stride=1")
-        bins = color.ab_bins(c.grid_size)                                   # (Q, 2)
+        bins = self._file_bins(missing_ok=True)
+        self._set_bins(bins if bins is not None else color.ab_bins(c.grid_size))  # (Q, 2)
+        if c.prior_file and Path(c.prior_file).exists():
+            color.load_prior(c.prior_file, len(self.bins))  # fail early on a wrong file
+
+    def _set_bins(self, bins: Tensor) -> None:
+        """Bin centres ``(Q, 2)`` and what depends on Q: the prior, the rebalancing
+        weights (uniform and 1 until :meth:`prepare`) and the classifier."""
         q = len(bins)
-        self.register_buffer("bins", bins)
-        # the smoothed empirical colour distribution and its rebalancing weights, set by
-        # prepare(); until then uniform (weights 1)
-        self.register_buffer("prior", torch.full((q,), 1.0 / q))
-        self.register_buffer("class_weights", torch.ones(q))
-        out = q if c.loss == "classification" else 2
-        self.head = nn.Conv2d(backbone.feature_channels, out, kernel_size=1)
+        old = getattr(self, "head", None)
+        device = old.weight.device if old is not None else bins.device
+        self.register_buffer("bins", bins.to(device))
+        self.register_buffer("prior", torch.full((q,), 1.0 / q, device=device))
+        self.register_buffer("class_weights", torch.ones(q, device=device))
+        out = q if self.config.loss == "classification" else 2
+        self.head = nn.Conv2d(self.backbone.feature_channels, out, kernel_size=1).to(device)
+
+    def _file_bins(self, missing_ok: bool) -> Tensor | None:
+        path = self.config.bins_file
+        if not path or (missing_ok and not Path(path).exists()):
+            return None
+        return color.load_bins(path)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
+        """As :meth:`torch.nn.Module.load_state_dict`; a checkpoint with another number
+        of bins (read from a file that may be gone) resizes the bins and the head first."""
+        bins = state_dict.get("bins")
+        if bins is not None and bins.shape != self.bins.shape:
+            self._set_bins(torch.zeros_like(bins))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @classmethod
     def backbone_in_chans(cls, config: Any) -> int:
@@ -128,8 +179,17 @@ class Colorization(Method):
     @torch.no_grad()
     def prepare(self, images: Tensor, chunk: int = 256) -> None:
         """Estimate the colour prior and the rebalancing weights (Sec. 2.2) from a uint8
-        sample of training images, on the pixels the loss sees."""
+        sample of training images, on the pixels the loss sees (or read the prior from
+        ``prior_file``)."""
         c = self.config
+        bins = self._file_bins(missing_ok=False)         # a given file must exist to train
+        if bins is not None:
+            self.bins.copy_(bins.to(self.bins))
+        if c.prior_file:
+            prior = color.load_prior(c.prior_file, len(self.bins)).to(self.prior)
+            self.prior.copy_(prior)
+            self.class_weights.copy_(color.rebalance_weights(prior, c.rebalance_lambda))
+            return
         counts = torch.zeros(len(self.bins), device=self.bins.device)
         for part in images.split(chunk):
             ab = color.rgb_to_lab(part.to(self.bins.device).float() / 255)[:, 1:]

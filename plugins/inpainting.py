@@ -17,9 +17,19 @@ Where the paper is silent, this follows the official code:
 * The central mask drops the ``S/2 x S/2`` square (a quarter of the area) and the decoder
   predicts exactly that square (64 x 64 for 128 x 128 inputs); block and region masks
   are reconstructed over the full image, scored on the removed pixels only.
-* Overlapping prediction: only the region shrunk by ``overlap`` is hidden; the visible
-  band along its edge is predicted too and weighted 10x (``overlapPred = 4`` at 128 px,
-  ``overlapL2Weight = 10``); here the band is 4/128 of the image size (1 px at 32 px).
+* Overlapping prediction, central mask only: only the square shrunk by ``overlap`` is
+  hidden; the visible band along its edge is predicted too and weighted 10x
+  (``train.lua``: ``overlapPred = 4`` at 128 px, ``overlapL2Weight = 10``); here the band
+  is 4/128 of the image size (1 px at 32 px). Block and region masks hide their whole
+  area and weigh only the hidden pixels, as the official random-mask training
+  (``train_random.lua``: ``useOverlapPred = 0``): eroding a thin blob and weighting a
+  visible band 10x would hide a fraction of the advertised coverage (at 128 px a 25 %
+  region hides 9 %) and put most of the loss on pixels the encoder sees.
+* The discriminator judges the predicted square for the central mask (official
+  ``train.lua``); for block and region masks, whose prediction is the whole image, it
+  judges a composite: the prediction inside the mask and the real image outside, so it
+  cannot tell real from fake by the context the generator merely copies (the official
+  ``train_random.lua`` shows it the whole generated image).
 * Targets are scaled to ``[-1, 1]`` with a tanh output, and the L2 is averaged over
   the predicted region's pixels (Torch's ``MSECriterion`` on the 64 x 64 patch).
 * Adam with beta1 = 0.5 and a constant ``lr = 0.0002``; with the joint loss the
@@ -51,6 +61,7 @@ from sslzoo.errors import ConfigError
 from sslzoo.masks import (center_box, center_mask, erode, masked_l2, overlap_pixels,
                           overlap_weights, random_block_mask, random_region_mask)
 from sslzoo.method import IMAGENET_MEAN, DataInfo, Method, OptimConfig, Schedule
+from sslzoo.recipes import Recipe
 
 
 class ChannelWiseFC(nn.Module):
@@ -126,6 +137,27 @@ class ContextEncoder(Method):
         "Pathak et al., Context Encoders: Feature Learning by Inpainting, CVPR 2016. "
         "https://arxiv.org/abs/1604.07379")
     default_augment: ClassVar[str] = "crop-flip"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "imagenet": Recipe(
+            "Inpainting of the central square at 128 px with the joint L2 and adversarial "
+            "loss, the official ImageNet setting.",
+            "official train.lua: fineSize=128, batchSize=64, wtl2=0.999, overlapPred=4, "
+            "niter=25; paper Sec. 4",
+            method={"mask": "center", "adversarial": True},
+            train={"image_size": 128, "batch_size": 64, "epochs": 25}),
+        "cifar": Recipe(
+            "The official central-square setting scaled to 32 px images (the paper reports "
+            "no CIFAR run): a 16 px square, a 1 px overlap band, joint loss.",
+            "official train.lua (fineSize=128 scaled by 1/4), paper Sec. 4",
+            method={"mask": "center", "adversarial": True},
+            train={"image_size": 32, "batch_size": 64}),
+        "features": Recipe(
+            "The paper's feature-learning setting: random region masks and the L2 "
+            "reconstruction loss only, at any image size.",
+            "paper Sec. 5.2 (feature learning with random regions and L2 loss); official "
+            "train_random.lua (useOverlapPred=0)",
+            method={"mask": "region", "adversarial": False}),
+    }
 
     @dataclass
     class Config(OptimConfig):
@@ -146,9 +178,10 @@ class ContextEncoder(Method):
                       "(Sec. 3.3)")
         center_size: float = hp(0.5, "side of the central square as a share of the image "
                                 "(official: 64 of 128)", gt=0, lt=1)
-        overlap: float = hp(4 / 128, "visible band predicted along the region's edge, as a "
-                            "share of the image size (official: overlapPred=4 at 128 px)",
-                            ge=0, lt=0.5)
+        overlap: float = hp(4 / 128, "central mask only: visible band predicted along the "
+                            "square's edge, as a share of the image size (official: "
+                            "overlapPred=4 at 128 px); block and region masks hide their "
+                            "whole area", ge=0, lt=0.5)
         overlap_weight: float = hp(10.0, "loss weight of the overlap band (official: "
                                    "overlapL2Weight=10)", ge=0)
         adversarial: bool = hp(False, "add the adversarial loss and a discriminator (Sec. 3.2)")
@@ -165,7 +198,9 @@ class ContextEncoder(Method):
                  data: DataInfo) -> None:
         super().__init__(backbone, config, augment, data)
         c, size = config, data.image_size
-        self.overlap_px = overlap_pixels(size, c.overlap)
+        # the overlapping prediction belongs to the central square (official train.lua);
+        # random masks predict without it (train_random.lua: useOverlapPred = 0)
+        self.overlap_px = overlap_pixels(size, c.overlap) if c.mask == "center" else 0
         self.out_size = center_box(size, c.center_size)[1] if c.mask == "center" else size
         if c.mask == "center" and self.out_size <= 2 * self.overlap_px:
             raise ConfigError(
@@ -236,14 +271,17 @@ class ContextEncoder(Method):
         if self.disc is None:
             out["loss"] = out["rec"]
             return out
-        out.update(self._adversarial(target, pred))
+        fake = pred if c.mask == "center" else torch.where(mask, pred, target.to(pred.dtype))
+        out.update(self._adversarial(target, fake))
         out["gen"] = c.rec_weight * out["rec"] + c.adv_weight * out["adv"]
         out["loss"] = out["gen"] + out["disc"]
         return out
 
     def _adversarial(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
         """The discriminator's loss (``disc``) and the generator's adversarial term
-        (``adv``, Eq. 2-3 with the usual non-saturating generator loss of the code)."""
+        (``adv``, Eq. 2-3 with the usual non-saturating generator loss of the code).
+        ``fake`` is the predicted square (central mask) or the composite of prediction
+        inside the mask and real image outside (block and region masks)."""
         assert self.disc is not None
         bce = F.binary_cross_entropy_with_logits
         real_logit = self.disc(real)                                        # (B, 1)

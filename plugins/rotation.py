@@ -39,6 +39,7 @@ from sslzoo.config import hp
 from sslzoo.heads import ProjectionHead
 from sslzoo.method import DataInfo, Method, OptimConfig, Schedule
 from sslzoo.pretext import Rotations, accuracy
+from sslzoo.recipes import Recipe
 
 
 class Rotation(Method):
@@ -49,6 +50,26 @@ class Rotation(Method):
         "Gidaris et al., Unsupervised Representation Learning by Predicting Image "
         "Rotations, ICLR 2018. https://arxiv.org/abs/1803.07728")
     default_augment: ClassVar[str] = "crop-flip"
+    recipes: ClassVar[dict[str, Recipe]] = {
+        "cifar": Recipe(
+            "RotNet on CIFAR-size images: 32 px, batch 128, 100 epochs with 5x drops after "
+            "30, 60 and 80 (the paper's NIN is not built in; pick a small backbone).",
+            "paper Sec. 4.1 (SGD, batch 128, momentum 0.9, wd 5e-4, lr 0.1, drops 5x at 30, "
+            "60, 80 of 100 epochs); config/CIFAR10_RotNet_NIN4blocks.py (Nesterov, the same "
+            "drops at 60/120/160 of 200 epochs)",
+            method={"lr": 0.1, "lr_batch": 128, "lr_milestones": (0.3, 0.6, 0.8),
+                    "lr_gamma": 0.2},
+            train={"image_size": 32, "batch_size": 128, "epochs": 100}),
+        "imagenet": Recipe(
+            "RotNet on ImageNet-size images: 224 px random-resized crops, batch 192, 50 "
+            "epochs with 10x drops after 15, 30 and 45 (the paper's AlexNet is not built in).",
+            "config/ImageNet_RotNet_AlexNet.py (batch 192, lr 0.1, Nesterov, wd 5e-4, LUT_lr "
+            "drops at epochs 15/30/45 of 50, random_sized_crop)",
+            method={"lr": 0.1, "lr_batch": 192, "lr_milestones": (0.3, 0.6, 0.9),
+                    "lr_gamma": 0.1},
+            augment={"crop": "resized"},
+            train={"image_size": 224, "batch_size": 192, "epochs": 50}),
+    }
 
     @dataclass
     class Config(OptimConfig):

@@ -16,12 +16,16 @@ bins ``(B, Q, H, W)``.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.color import lab_to_rgb as _kornia_lab_to_rgb
 from kornia.color import rgb_to_lab as _kornia_rgb_to_lab
 from torch import Tensor
+
+from sslzoo.errors import ConfigError
 
 #: Values from the paper: grid size, soft-encoding neighbours and kernel width,
 #: rebalancing mix and smoothing, annealed-mean temperature.
@@ -185,8 +189,13 @@ def annealed_mean(logits: Tensor, centres: Tensor,
 
 
 def downsample(x: Tensor, stride: int) -> Tensor:
-    """Keep every ``stride``-th pixel, starting half a stride in (the official network
-    subsamples its ab target with a stride-4 1x1 convolution)."""
+    """Keep every ``stride``-th pixel, starting half a stride in.
+
+    The official network subsamples its ab target with a stride-4 1x1 convolution
+    (``data_ab_ss``), which keeps pixels 0, 4, 8, ...; starting at ``stride // 2``
+    instead is a choice made here: the kept pixel sits near the centre of its
+    ``stride x stride`` block, where the bilinearly upsampled prediction
+    (``align_corners=False``) is centred too."""
     if stride == 1:
         return x
     return x[..., stride // 2::stride, stride // 2::stride]
@@ -195,3 +204,50 @@ def downsample(x: Tensor, stride: int) -> Tensor:
 def upsample_ab(ab: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear upsampling of a predicted ab map to the image size."""
     return F.interpolate(ab.float(), size=size, mode="bilinear", align_corners=False)
+
+
+def _load_npy(path: str | Path, what: str) -> np.ndarray:
+    path = Path(path)
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist; point the option at the "
+                          "official .npy file or leave it empty") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{what} file {path} is not a .npy array ({exc})") from None
+    if not np.issubdtype(array.dtype, np.number):
+        raise ConfigError(f"{what} file {path} must hold numbers, got dtype {array.dtype}")
+    return array
+
+
+def load_bins(path: str | Path) -> Tensor:
+    """Bin centres ``(Q, 2)`` from a ``.npy`` file, e.g. the official ``pts_in_hull.npy``
+    (313 ab cells, Zhang et al.'s in-gamut set).
+
+    Raises:
+        ConfigError: missing or unreadable file, or not a ``(Q, 2)`` array of finite values.
+    """
+    array = _load_npy(path, "bins")
+    if array.ndim != 2 or array.shape[1] != 2 or len(array) < 2 or not np.isfinite(array).all():
+        raise ConfigError(f"bins file {path} must hold a (Q, 2) array of finite ab values, "
+                          f"got shape {array.shape}")
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def load_prior(path: str | Path, num_bins: int) -> Tensor:
+    """A colour prior ``(Q,)`` from a ``.npy`` file, e.g. the official ``prior_probs.npy``
+    (the ImageNet distribution over the 313 bins), normalised to sum to one.
+
+    Raises:
+        ConfigError: missing or unreadable file, a length other than ``num_bins``,
+            negative entries, or nothing positive.
+    """
+    array = _load_npy(path, "prior")
+    if array.shape != (num_bins,):
+        raise ConfigError(f"prior file {path} must hold one probability per bin, shape "
+                          f"({num_bins},), got {array.shape}; its bins file must match")
+    if not np.isfinite(array).all() or (array < 0).any() or array.sum() <= 0:
+        raise ConfigError(f"prior file {path} must hold finite, non-negative probabilities "
+                          "with a positive sum")
+    prior = torch.from_numpy(array.astype(np.float64))
+    return (prior / prior.sum()).float()

@@ -217,3 +217,70 @@ def test_colorize_command_writes_a_grid(tmp_path: Path, monkeypatch: pytest.Monk
     with Image.open(out) as img:                                   # 3 rows x 3 columns
         assert img.size == (3 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2)
     assert m.training
+
+
+# ------------------------------------------------------------- the official assets from files
+
+def _bins_and_prior(tmp_path: Path, q: int = 313) -> tuple[str, str, Any, Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    cells = np.stack(np.meshgrid(np.arange(-11, 12), np.arange(-11, 12)), -1).reshape(-1, 2)
+    bins = (cells[rng.choice(len(cells), q, replace=False)] * 10).astype(np.float64)
+    prior = rng.random(q)
+    prior /= prior.sum()
+    np.save(tmp_path / "pts_in_hull.npy", bins)
+    np.save(tmp_path / "prior_probs.npy", prior)
+    return str(tmp_path / "pts_in_hull.npy"), str(tmp_path / "prior_probs.npy"), bins, prior
+
+
+def test_bins_file_sets_the_classes_and_the_head(tmp_path: Path) -> None:
+    bins_file, _, bins, _ = _bins_and_prior(tmp_path)
+    m = make(bins_file=bins_file)
+    assert torch.equal(m.bins, torch.from_numpy(bins).float())
+    assert m.head.out_channels == 313 and m.class_weights.shape == (313,)
+    assert torch.isfinite(m.losses(images(2))["loss"])
+
+
+def test_prior_file_gives_the_official_rebalancing_without_smoothing(tmp_path: Path) -> None:
+    bins_file, prior_file, _, prior = _bins_and_prior(tmp_path)
+    m = make(bins_file=bins_file, prior_file=prior_file)
+    m.prepare(uint8(images(4)))
+    p = torch.from_numpy(prior).float()
+    assert torch.allclose(m.prior, p)
+    assert torch.allclose(m.class_weights, color.rebalance_weights(p, 0.5))
+
+
+def test_bad_asset_files_are_rejected_with_the_fix(tmp_path: Path) -> None:
+    import numpy as np
+
+    from sslzoo.errors import ConfigError
+
+    bins_file, _, bins, prior = _bins_and_prior(tmp_path)
+    np.save(tmp_path / "wide.npy", np.zeros((313, 3)))
+    with pytest.raises(ConfigError, match=r"\(Q, 2\)"):
+        make(bins_file=str(tmp_path / "wide.npy"))
+    np.save(tmp_path / "short.npy", prior[:100])
+    with pytest.raises(ConfigError, match="313"):
+        make(bins_file=bins_file, prior_file=str(tmp_path / "short.npy"))
+    np.save(tmp_path / "negative.npy", -prior)
+    with pytest.raises(ConfigError, match="negative"):
+        make(bins_file=bins_file, prior_file=str(tmp_path / "negative.npy"))
+    gone = make(bins_file=str(tmp_path / "gone.npy"))       # a rebuilt run needs no file
+    with pytest.raises(ConfigError, match="gone.npy"):
+        gone.prepare(uint8(images(2)))
+
+
+def test_checkpoint_carries_the_file_bins_and_prior(tmp_path: Path) -> None:
+    bins_file, prior_file, bins, prior = _bins_and_prior(tmp_path)
+    trained = make(bins_file=bins_file, prior_file=prior_file)
+    trained.prepare(uint8(images(4)))
+    state = trained.state_dict()
+    Path(bins_file).unlink()
+    Path(prior_file).unlink()
+    rebuilt = make(bins_file=bins_file, prior_file=prior_file)
+    rebuilt.load_state_dict(state, strict=True)
+    assert torch.equal(rebuilt.bins, trained.bins) and rebuilt.head.out_channels == 313
+    assert torch.equal(rebuilt.class_weights, trained.class_weights)
+    x = images(2)
+    assert torch.allclose(rebuilt.losses(x)["loss"], trained.losses(x)["loss"])

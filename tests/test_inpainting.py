@@ -224,3 +224,70 @@ def test_channel_wise_fc_mixes_within_but_not_across_channels() -> None:
     fc(x)[0, 1, 0, 0].backward()
     assert x.grad[0, 1].abs().sum() > 0 and x.grad[0, [0, 2]].abs().sum() == 0
     assert sum(p.numel() for p in fc.parameters()) == 3 * 4 ** 2 + 3 * 4   # m n^4 + bias
+
+
+# ----------------------------------------- random masks hide what they advertise (no overlap band)
+
+def _seen_context(m: ContextEncoder, x: Tensor, mask: Tensor,
+                  monkeypatch: pytest.MonkeyPatch) -> Tensor:
+    seen: list[Tensor] = []
+    original = m.generate
+    monkeypatch.setattr(m, "generate", lambda ctx: seen.append(ctx) or original(ctx))
+    m.losses(x, mask)
+    return seen[0]
+
+
+@pytest.mark.parametrize("kind", ["block", "region"])
+def test_random_masks_hide_their_whole_coverage(kind: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    m = make(mask=kind)
+    m.fill.fill_(2.0)                                        # a value no image pixel has
+    x = images(8)
+    torch.manual_seed(3)
+    mask = m.draw_mask(8, SIZE, x.device)
+    hidden = (_seen_context(m, x, mask, monkeypatch) == 2.0).all(dim=1, keepdim=True)
+    assert torch.equal(hidden, mask)                         # hidden share == coverage
+    assert m.overlap_px == 0
+
+
+@pytest.mark.parametrize("kind", ["block", "region"])
+def test_random_mask_loss_weighs_hidden_pixels_only(kind: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    m = make(mask=kind)
+    x = images(4)
+    torch.manual_seed(4)
+    mask = m.draw_mask(4, SIZE, x.device)
+    target = x * 2 - 1
+    errors = []
+    for where in (mask, ~mask):                               # an error of 1 inside / outside
+        pred = target + where.float()
+        monkeypatch.setattr(m, "generate", lambda ctx, p=pred: p)
+        errors.append(m.losses(x, mask)["rec"].item())
+    assert errors == [pytest.approx(1.0), pytest.approx(0.0)]  # visible pixels weigh nothing
+
+
+def test_center_mask_keeps_the_overlap_band() -> None:
+    assert make(mask="center").overlap_px == 1
+
+
+def test_discriminator_judges_a_composite_for_random_masks() -> None:
+    m = make(mask="region", adversarial=True)
+    seen: list[Tensor] = []
+    m.disc.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    x = images(4)
+    torch.manual_seed(5)
+    mask = m.draw_mask(4, SIZE, x.device)
+    m.losses(x, mask)
+    real, fake = seen[0], seen[1]
+    assert torch.allclose(real, x * 2 - 1)
+    outside = ~mask.expand_as(real)
+    assert torch.equal(fake[outside], real[outside])         # the real image outside the hole
+    assert not torch.allclose(fake[~outside], real[~outside])
+
+
+def test_feature_learning_recipe_is_l2_only_with_random_regions() -> None:
+    from sslzoo.build import resolve
+
+    spec = resolve({"method": "inpainting", "recipe": "features"})
+    c = spec.method_config
+    assert (c.mask, c.adversarial) == ("region", False)

@@ -46,7 +46,9 @@ def test_defaults_follow_the_official_code() -> None:
     assert (c.optimizer, c.lr, c.lr_batch, c.momentum, c.weight_decay) == (
         "sgd", 0.01, 256, 0.9, 5e-4)
     assert (c.grid, c.num_permutations, c.tile_ratio) == (3, 100, 64 / 75)
-    assert Jigsaw.augment_name(c) == "crop-flip"
+    assert Jigsaw.augment_name(c) == "none"      # no padded crop: the window lies inside
+    assert (c.window, c.per_channel_norm, c.colour_drop, c.colour_drop_prob) == (
+        225 / 256, True, "grayscale", 0.3)
 
 
 def test_loss_and_accuracy_match_a_per_sample_loop() -> None:
@@ -73,7 +75,7 @@ def test_tiles_fed_to_the_backbone_are_normalised_and_shuffled_from_the_set() ->
     m.backbone.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
     m(torch.rand(4, 3, 24, 24), torch.arange(4))
     tiles = seen[0]
-    assert tiles.shape == (4 * 9, 3, 7, 7)   # cell 8, tile round(8 * 64 / 75) = 7
+    assert tiles.shape == (4 * 9, 3, 6, 6)   # window 21 of 24, cell 7, tile round(7 * 64 / 75)
     flat = tiles.reshape(36, -1)
     assert torch.allclose(flat.mean(1), torch.zeros(36), atol=1e-5)
     assert torch.allclose(flat.std(1, unbiased=False), torch.ones(36), atol=1e-3)
@@ -170,3 +172,147 @@ def test_registers_through_the_plugin_loader() -> None:
     assert "jigsaw" in methods
     entry = methods.get("jigsaw")
     assert entry.plugin == "sslzoo" and entry.obj is Jigsaw
+
+
+# ------------------------------------------------------------ shortcuts the puzzle must not leave
+
+def _default_jigsaw(image_size: int, **sets: object) -> Jigsaw:
+    from sslzoo.build import build_method, resolve
+
+    spec = resolve({"method": "jigsaw", "image_size": image_size, "backbone": "small_resnet10"},
+                   {k: str(v) for k, v in sets.items()})
+    return build_method(spec, DataInfo(8, image_size))
+
+
+@pytest.mark.parametrize("size", [32, 48, 96])
+def test_default_pipeline_tiles_hold_no_constant_padding(size: int) -> None:
+    torch.manual_seed(0)
+    m = _default_jigsaw(size)
+    m.puzzle.normalize = False
+    x = 0.2 + 0.8 * torch.rand(64, 3, size, size)          # no pixel is dark
+    tiles = m.puzzle(m.augment(x)).tiles                   # (B, 9, C, t, t)
+    assert tiles.min() >= 0.2 - 1e-6                       # no zero padding anywhere
+
+
+def test_puzzle_window_is_a_random_crop_inside_the_image() -> None:
+    torch.manual_seed(0)
+    m = _default_jigsaw(96)
+    puzzle = m.puzzle(torch.rand(32, 3, 96, 96))
+    first = puzzle.positions[:, 0]                          # top-left tile of each puzzle
+    last = puzzle.positions[:, 8] + puzzle.tiles.shape[-1]  # bottom-right corner
+    assert first.min() >= 0 and last.max() <= 96
+    assert len({tuple(p) for p in first.tolist()}) > 16     # the window moves per sample
+
+
+def test_tiles_fed_to_the_backbone_are_normalised_per_channel() -> None:
+    m = make()
+    seen: list[Tensor] = []
+    m.backbone.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    cast = torch.tensor([0.5, 0.0, -0.3]).view(1, 3, 1, 1)   # a colour cast per image
+    m((torch.rand(4, 3, 24, 24) + cast).clamp(0, 1), torch.arange(4))
+    per_channel = seen[0].flatten(2)                          # (B*T, C, t*t)
+    assert torch.allclose(per_channel.mean(-1), torch.zeros(36, 3), atol=1e-5)
+    assert torch.allclose(per_channel.std(-1, unbiased=False), torch.ones(36, 3), atol=1e-3)
+
+
+def test_grayscale_share_of_puzzles_has_equal_channels() -> None:
+    torch.manual_seed(0)
+    m = make(colour_drop="grayscale", colour_drop_prob=1.0, normalize_tiles=False)
+    tiles = m.puzzle(torch.rand(4, 3, 24, 24)).tiles
+    assert torch.allclose(tiles[:, :, 0], tiles[:, :, 1]) and torch.allclose(tiles[:, :, 1],
+                                                                            tiles[:, :, 2])
+    kept = make(colour_drop_prob=0.0, normalize_tiles=False).puzzle(torch.rand(4, 3, 24, 24))
+    assert not torch.allclose(kept.tiles[:, :, 0], kept.tiles[:, :, 1])
+
+
+def test_colour_projection_removes_the_green_magenta_axis() -> None:
+    torch.manual_seed(0)
+    m = make(colour_drop="projection", colour_drop_prob=1.0, normalize_tiles=False)
+    tiles = m.puzzle(torch.rand(4, 3, 24, 24)).tiles
+    axis = torch.tensor([-1.0, 2.0, -1.0])
+    along = torch.einsum("btchw,c->bthw", tiles, axis)
+    assert along.abs().max() < 1e-5
+    assert not torch.allclose(tiles[:, :, 0], tiles[:, :, 2])  # red and blue stay apart
+
+
+def test_colour_drop_hits_about_its_share_of_puzzles() -> None:
+    torch.manual_seed(0)
+    m = make(colour_drop="grayscale", colour_drop_prob=0.3, normalize_tiles=False)
+    tiles = m.puzzle(torch.rand(400, 3, 24, 24)).tiles
+    grey = (tiles[:, :, 0] - tiles[:, :, 1]).flatten(1).abs().amax(1) < 1e-6
+    assert 0.2 < grey.float().mean() < 0.4
+
+
+def test_channel_jitter_shifts_each_colour_channel_by_at_most_its_pixels() -> None:
+    s = 48
+    coords = torch.arange(s * s, dtype=torch.float64).view(1, 1, s, s).expand(2, 3, s, s)
+    for jitter in (0, 2):
+        torch.manual_seed(0)
+        m = make(image_size=s, channel_jitter=jitter, normalize_tiles=False, colour_drop_prob=0.0)
+        m.puzzle.double()
+        corner = m.puzzle(coords.clone()).tiles[..., 0, 0]        # (B, T, C) flat index
+        dy = (corner // s) - (corner[..., :1] // s)
+        dx = (corner % s) - (corner[..., :1] % s)
+        assert dy.abs().max() <= 2 * jitter and dx.abs().max() <= 2 * jitter
+        assert (dy.abs().max() > 0) == (jitter > 0)
+
+
+# ------------------------------------------------------------------- permutation files
+
+def _write(tmp_path, name: str, array) -> str:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    path = tmp_path / name
+    np.save(path, np.asarray(array))
+    return str(path)
+
+
+def test_permutation_file_is_read_zero_or_one_based(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    perms = permutation_set(20, seed=3).numpy()
+    zero = make(permutations_file=_write(tmp_path, "p0.npy", perms))
+    one = make(permutations_file=_write(tmp_path, "p1.npy", perms + 1))
+    assert torch.equal(zero.puzzle.permutations, torch.from_numpy(perms))
+    assert torch.equal(one.puzzle.permutations, torch.from_numpy(perms))
+
+
+def test_bad_permutation_files_are_rejected_with_the_fix(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    perms = permutation_set(20).numpy()
+    with pytest.raises(ConfigError, match=r"\(N, 9\)"):
+        make(permutations_file=_write(tmp_path, "flat.npy", perms.reshape(-1)))
+    with pytest.raises(ConfigError, match="num_permutations=20"):
+        make(num_permutations=10, permutations_file=_write(tmp_path, "p.npy", perms))
+    bad = perms.copy()
+    bad[0, 0] = bad[0, 1]
+    with pytest.raises(ConfigError, match="permutation"):
+        make(permutations_file=_write(tmp_path, "dup.npy", bad))
+    text = tmp_path / "x.npy"
+    text.write_text("hello")
+    with pytest.raises(ConfigError, match="x.npy"):
+        make(permutations_file=str(text))
+    m = make(permutations_file=str(tmp_path / "missing.npy"))   # rebuilt runs need no file
+    with pytest.raises(ConfigError, match="missing.npy"):
+        m.prepare(torch.zeros(2, 3, 24, 24, dtype=torch.uint8))
+
+
+def test_checkpoint_keeps_the_file_permutations_without_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    perms = permutation_set(20, seed=5).numpy()
+    path = _write(tmp_path, "p.npy", perms)
+    trained = make(permutations_file=path)
+    state = trained.state_dict()
+    (tmp_path / "p.npy").unlink()
+    rebuilt = make(permutations_file=path)
+    rebuilt.load_state_dict(state, strict=True)
+    assert torch.equal(rebuilt.puzzle.permutations, torch.from_numpy(perms))
+
+
+def test_cli_run_with_a_missing_permutation_file_exits_2_naming_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from sslzoo.cli import cli
+
+    args = ["train", "jigsaw", "--data", "synthetic", "--backbone", "small_resnet10",
+            "--image-size", "24", "--batch-size", "8", "--max-steps", "1",
+            "--out", str(tmp_path / "run"), "--set", f"permutations_file={tmp_path}/nope.npy"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "nope.npy does not exist" in result.output and "Traceback" not in result.output

@@ -139,3 +139,16 @@ def test_invalid_config_is_rejected(bad: dict[str, object]) -> None:
 
     with pytest.raises(ConfigError):
         build(Rotation.Config, bad)
+
+
+def test_recipes_carry_the_papers_cifar_and_imagenet_schedules() -> None:
+    from sslzoo.build import resolve
+
+    cifar = resolve({"method": "rotation", "recipe": "cifar"})
+    assert (cifar.train.image_size, cifar.train.batch_size, cifar.train.epochs) == (32, 128, 100)
+    assert cifar.method_config.lr_milestones == (0.3, 0.6, 0.8)
+    assert cifar.method_config.lr_gamma == 0.2
+    imagenet = resolve({"method": "rotation", "recipe": "imagenet"})
+    assert (imagenet.train.image_size, imagenet.train.batch_size) == (224, 192)
+    assert imagenet.method_config.lr_milestones == (0.3, 0.6, 0.9)   # 15, 30, 45 of 50
+    assert imagenet.augment_config.crop == "resized"
