@@ -61,8 +61,10 @@ def _check_interval(config: Any, name: str, low: float, high: float | None) -> N
     """``getattr(config, name)`` must be an interval ``(a, b)``, ``low < a <= b <= high``;
     the message names the condition that failed."""
     a, b = getattr(config, name)
-    failed = [text for text, ok in ((f"a > {low:g}", low < a), ("a <= b", a <= b),
-                                    (f"b <= {high:g}", high is None or b <= high)) if not ok]
+    checks = [(f"a > {low:g}", low < a), ("a <= b", a <= b)]
+    if high is not None:
+        checks.append((f"b <= {high:g}", b <= high))
+    failed = [text for text, ok in checks if not ok]
     if failed:
         bounds = f"{low:g} < a <= b" + (f" <= {high:g}" if high is not None else "")
         default = format_value(type(config).__dataclass_fields__[name].default)

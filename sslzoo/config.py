@@ -290,6 +290,15 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
+def to_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """Tables of plain values as TOML (tomli-w); ``None`` becomes ``"none"``, which
+    :func:`build` reads back as ``None`` for optional fields."""
+    import tomli_w
+
+    return tomli_w.dumps({name: {k: "none" if v is None else _plain(v) for k, v in t.items()}
+                          for name, t in tables.items()})
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """A Config as plain JSON-able values (tuples become lists)."""
     return {f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
