@@ -154,10 +154,6 @@ def _complete_method(ctx: click.Context, param: click.Parameter, incomplete: str
 def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: bool,
           compile_: bool | None, nproc: int | None, print_config: bool, **options: Any) -> None:
     """Pretrain METHOD's encoder (`sslzoo list --kind methods` shows them)."""
-    if nproc and nproc > 1 and not print_config:
-        from sslzoo.launch import launch
-
-        sys.exit(launch(nproc, sys.argv[1:]))
     from sslzoo.build import read_toml, resolve, split_overrides
     from sslzoo.engine import Trainer
 
@@ -176,6 +172,10 @@ def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: b
     if print_config:
         click.echo(spec_toml(spec), nl=False)
         return
+    if nproc and nproc > 1:   # the options were checked once, here, before any process starts
+        from sslzoo.launch import launch
+
+        sys.exit(launch(nproc, sys.argv[1:]))
     trainer = Trainer(spec, resume=resume, plugins=_plugins())
     run_dir = trainer.fit()
     from sslzoo.distributed import is_main
