@@ -250,3 +250,24 @@ def test_sigkilled_run_finishes_when_the_same_command_is_repeated_with_resume(tm
     changed = subprocess.run([*cmd[:at], "16", *cmd[at + 1:], "--resume"], capture_output=True,
                              text=True, env=env)
     assert changed.returncode == 2 and "--batch-size 8 -> 16" in changed.stderr + changed.stdout
+
+
+def test_list_summaries_are_whole_sentences(runner):
+    rows = json.loads(invoke(runner, "list", "--json").output)
+    for r in rows:
+        if r["kind"] in ("method", "augment") and r["plugin"] == "sslzoo":
+            s = r["summary"]
+            assert s.endswith("."), s
+            assert s.count("(") == s.count(")") and s.count('"') % 2 == 0, s
+
+
+def test_summary_of_a_wrapped_first_paragraph_is_whole():
+    from sslzoo.plugins import summary_of
+
+    def documented():
+        """A summary that wraps
+        onto a second line.
+
+        Details.
+        """
+    assert summary_of(documented) == "A summary that wraps onto a second line."
