@@ -1,6 +1,10 @@
 """sslzoo: self-supervised pretext and contrastive methods for images, as plugins."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
 from sslzoo.augment import Augment
 from sslzoo.backbone import Backbone
 from sslzoo.config import hp
@@ -12,8 +16,20 @@ from sslzoo.recipes import Recipe
 
 __version__ = "0.1.0"
 
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Method:
+    """The trained method of a run directory or checkpoint file, in eval mode.
+
+    ``sslzoo.load("runs/simclr-...").encoder`` is the pretrained backbone.
+    See :func:`sslzoo.runs.load`.
+    """
+    from sslzoo.runs import load as load_method
+
+    return load_method(path, device)
+
+
 __all__ = [
     "Augment", "Backbone", "CheckpointError", "ConfigError", "DataError", "DataInfo",
     "Method", "OptimConfig", "PluginError", "Recipe", "SslzooError", "UnknownNameError",
-    "__version__", "hookimpl", "hp",
+    "__version__", "hookimpl", "hp", "load",
 ]

@@ -58,13 +58,18 @@ _CROPS = ("resized", "padded", "none")
 
 
 def _check_interval(config: Any, name: str, low: float, high: float | None) -> None:
-    """``getattr(config, name)`` must be an interval ``(a, b)``, ``low < a <= b <= high``."""
+    """``getattr(config, name)`` must be an interval ``(a, b)``, ``low < a <= b <= high``;
+    the message names the condition that failed."""
     a, b = getattr(config, name)
-    if not (low < a <= b and (high is None or b <= high)):
+    checks = [(f"a > {low:g}", low < a), ("a <= b", a <= b)]
+    if high is not None:
+        checks.append((f"b <= {high:g}", b <= high))
+    failed = [text for text, ok in checks if not ok]
+    if failed:
         bounds = f"{low:g} < a <= b" + (f" <= {high:g}" if high is not None else "")
         default = format_value(type(config).__dataclass_fields__[name].default)
-        raise ConfigError(f"{name} must be (a, b) with {bounds}, got {(a, b)!r}; "
-                          f"set it with --set aug.{name}={default}")
+        raise ConfigError(f"{name} must be (a, b) with {bounds}, but {' and '.join(failed)} "
+                          f"fails for {(a, b)!r}; set it with --set aug.{name}={default}")
 
 
 @dataclass
@@ -82,6 +87,11 @@ class ViewConfig:
         0.125, "zero padding of a 'padded' crop, as a fraction of image_size (4 px at 32)",
         ge=0, le=1)
     hflip_prob: float = hp(0.5, "probability of a horizontal flip", ge=0, le=1)
+    vflip_prob: float = hp(0.0, "probability of a vertical flip (images without a canonical "
+                           "orientation: microscopy, satellite, medical)", ge=0, le=1)
+    rot90_prob: float = hp(0.0, "probability of a rotation by 90, 180 or 270 degrees (chosen "
+                           "uniformly); 0.75 with hflip_prob=0.5 makes all 8 poses equally "
+                           "likely", ge=0, le=1)
     jitter_prob: float = hp(0.8, "probability of colour jitter", ge=0, le=1)
     brightness: float = hp(0.8, "brightness jitter: factor drawn from [max(0, 1-b), 1+b]", ge=0)
     contrast: float = hp(0.8, "contrast jitter: factor drawn from [max(0, 1-c), 1+c]", ge=0)
@@ -123,6 +133,10 @@ class ViewAugment(Augment):
     ``[0, 1]``, ``(B, C, H, W)`` -> ``(B, C, image_size, image_size)``, unnormalised.
     Call the augment twice for two views.
 
+    Vertical flips and 90-degree rotations (``vflip_prob``, ``rot90_prob``, off by
+    default as in the papers) follow the horizontal flip; with them all 8 poses of the
+    square's symmetry group occur, for images that have no canonical orientation.
+
     Two differences from torchvision's per-image pipelines, both kornia's: colour
     jitter applies its four adjustments in one random order per batch (torchvision draws
     one per image; the factors are still per image), and a 'resized' crop is resampled
@@ -150,6 +164,8 @@ class ViewAugment(Augment):
             crop = K.RandomCrop(size, padding=round(c.crop_padding * image_size))
         self.crop = crop
         self.flip = K.RandomHorizontalFlip(p=c.hflip_prob) if c.hflip_prob > 0 else None
+        self.vflip = K.RandomVerticalFlip(p=c.vflip_prob) if c.vflip_prob > 0 else None
+        self.rot90 = RandomRot90(c.rot90_prob) if c.rot90_prob > 0 else None
         strengths = (c.brightness, c.contrast, c.saturation, c.hue)
         self.jitter = (K.ColorJitter(*strengths, p=c.jitter_prob)
                        if c.jitter_prob > 0 and any(strengths) else None)
@@ -182,8 +198,9 @@ class ViewAugment(Augment):
             x = self._resize(x)
         if self.crop is not None:
             x = self.crop(x)
-        if self.flip is not None:
-            x = self.flip(x)
+        for op in (self.flip, self.vflip, self.rot90):
+            if op is not None:
+                x = op(x)
         jitter = self.jitter if x.shape[1] == 3 else self.jitter_gray
         colour = [jitter, self.grayscale]
         for op in (colour[::-1] if self.config.grayscale_first else colour):
@@ -205,9 +222,43 @@ class ViewAugment(Augment):
         return f"image_size={self.image_size}, config={self.config}"
 
 
+class RandomRot90(nn.Module):
+    """Rotate each image of a batch, with probability ``p``, by 90, 180 or 270 degrees
+    (drawn uniformly and independently per image), exactly, with ``torch.rot90``.
+
+    kornia's ``RandomRotation90`` resamples through an affine warp and draws the number
+    of turns from a rounded continuous range (so the end values come half as often);
+    square images need neither.
+
+    Args:
+        p: probability that an image is rotated.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        # x: (B, C, S, S); turns: (B,) in {0, 1, 2, 3}, 0 with probability 1 - p
+        if x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"rot90 needs square images, got {tuple(x.shape[-2:])}")
+        rotate = torch.rand(len(x), device=x.device) < self.p
+        turns = torch.randint(1, 4, (len(x),), device=x.device) * rotate
+        out = x.clone()
+        for k in (1, 2, 3):
+            chosen = turns == k
+            out[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class SimCLRAugment(ViewAugment):
-    """SimCLR's augmentation (Chen et al., "A Simple Framework for Contrastive Learning
-    of Visual Representations", ICML 2020, Appendix A).
+    """SimCLR's augmentation: resized crop, flip, strong colour distortion and blur.
+
+    Chen et al., "A Simple Framework for Contrastive Learning of Visual
+    Representations", ICML 2020, Appendix A.
 
     Random crop with resize and flip, colour distortion and Gaussian blur: a
     RandomResizedCrop of area (0.08, 1) and aspect ratio (3/4, 4/3), flip with p=0.5,
@@ -229,8 +280,10 @@ class SimCLRAugment(ViewAugment):
 
 
 class MoCoV1Augment(ViewAugment):
-    """MoCo v1's augmentation (He et al., "Momentum Contrast for Unsupervised Visual
-    Representation Learning", CVPR 2020), which is InstDisc's (Wu et al. 2018).
+    """MoCo v1's augmentation, which is InstDisc's: crop, grayscale, jitter, flip.
+
+    He et al., "Momentum Contrast for Unsupervised Visual Representation Learning",
+    CVPR 2020; the pipeline of Wu et al. 2018.
 
     The official code (facebookresearch/moco, ``main_moco.py``): "RandomResizedCrop(224,
     scale=(0.2, 1.)), RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4, 0.4, 0.4),
@@ -256,8 +309,10 @@ class MoCoV1Augment(ViewAugment):
 
 
 class InstDiscAugment(MoCoV1Augment):
-    """InstDisc's augmentation (Wu et al., "Unsupervised Feature Learning via
-    Non-Parametric Instance Discrimination", CVPR 2018).
+    """InstDisc's augmentation: crop, grayscale, colour jitter and flip.
+
+    Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance
+    Discrimination", CVPR 2018.
 
     The official code (zhirongw/lemniscate.pytorch, ``main.py``): "RandomResizedCrop(224,
     scale=(0.2,1.)), RandomGrayscale(p=0.2), ColorJitter(0.4, 0.4, 0.4, 0.4),
@@ -268,8 +323,10 @@ class InstDiscAugment(MoCoV1Augment):
 
 
 class MoCoV2Augment(ViewAugment):
-    """MoCo v2's augmentation (Chen et al., "Improved Baselines with Momentum Contrastive
-    Learning", arXiv:2003.04297, 2020).
+    """MoCo v2's augmentation: SimCLR's pipeline with MoCo's crop scale and jitter.
+
+    Chen et al., "Improved Baselines with Momentum Contrastive Learning",
+    arXiv:2003.04297, 2020.
 
     The official code (facebookresearch/moco, ``--aug-plus``): "RandomResizedCrop(224,
     scale=(0.2, 1.)), RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),

@@ -57,6 +57,9 @@ class TrainConfig:
     checkpoint_every: int = cfg.hp(0, "also checkpoint every N steps (0: at epoch ends)", ge=0)
     log_every: int = cfg.hp(10, "write metrics every N steps", ge=1)
     num_workers: int = cfg.hp(2, "DataLoader workers for streamed image folders", ge=0)
+    logger: Literal["jsonl", "tensorboard"] = cfg.hp(
+        "jsonl", "metrics.jsonl always; tensorboard: also event files in RUN/tensorboard "
+        "(pip install 'sslzoo[tensorboard]')")
 
 
 @dataclass

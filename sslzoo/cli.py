@@ -119,8 +119,13 @@ def info(name: str, as_json: bool) -> None:
 
 
 # -- train -------------------------------------------------------------------------------
+def _complete_method(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of METHOD: the registered method names."""
+    return [n for n in _plugins().methods.names() if n.startswith(incomplete)]
+
+
 @cli.command(context_settings={"show_default": True})
-@click.argument("method")
+@click.argument("method", shell_complete=_complete_method)
 @click.option("--data", help="data set name or image folder [default: digits]")
 @click.option("--data-root", help="where data sets are stored / downloaded")
 @click.option("--download", is_flag=True, default=None, help="download the data set if missing")
@@ -150,14 +155,15 @@ def info(name: str, as_json: bool) -> None:
 @click.option("--checkpoint-every", type=int, help="also checkpoint every N steps")
 @click.option("--log-every", type=int, help="write metrics every N steps [default: 10]")
 @click.option("--num-workers", type=int, help="DataLoader workers for streamed folders")
+@click.option("--logger", type=click.Choice(["jsonl", "tensorboard"]),
+              help="also write TensorBoard event files (metrics.jsonl is always written) "
+                   "[default: jsonl]")
 @click.option("--nproc", type=int, help="launch N processes on this machine through torchrun")
+@click.option("--print-config", is_flag=True,
+              help="print the resolved configuration as TOML for --config, and exit")
 def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: bool,
-          compile_: bool | None, nproc: int | None, **options: Any) -> None:
+          compile_: bool | None, nproc: int | None, print_config: bool, **options: Any) -> None:
     """Pretrain METHOD's encoder (`sslzoo list --kind methods` shows them)."""
-    if nproc and nproc > 1:
-        from sslzoo.launch import launch
-
-        sys.exit(launch(nproc, sys.argv[1:]))
     from sslzoo.build import read_toml, resolve, split_overrides
     from sslzoo.engine import Trainer
 
@@ -166,11 +172,20 @@ def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: b
     toml = read_toml(config_file) if config_file else {}
     method_sets, aug_sets = split_overrides(cfg.parse_assignments(sets))
     if resume:
-        spec = _resume_spec(method, given, method_sets, aug_sets)
+        spec = _resume_spec(method, {**toml.get("train", {}), **given},
+                            {**toml.get("method", {}), **method_sets},
+                            {**toml.get("augment", {}), **aug_sets})
     else:
         train_values = {**toml.get("train", {}), **given, "method": method}
         spec = resolve(train_values, {**toml.get("method", {}), **method_sets},
                        {**toml.get("augment", {}), **aug_sets}, _plugins())
+    if print_config:
+        click.echo(spec_toml(spec), nl=False)
+        return
+    if nproc and nproc > 1:   # the options were checked once, here, before any process starts
+        from sslzoo.launch import launch
+
+        sys.exit(launch(nproc, sys.argv[1:]))
     trainer = Trainer(spec, resume=resume, plugins=_plugins())
     run_dir = trainer.fit()
     from sslzoo.distributed import is_main
@@ -185,12 +200,24 @@ def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: b
 
 
 RESUMABLE = ("epochs", "max_steps", "device", "precision", "num_workers", "eval_every",
-             "log_every", "checkpoint_every")
+             "log_every", "checkpoint_every", "logger")
 
 
-def _resume_spec(method: str, given: dict[str, Any], method_sets: dict[str, str],
-                 aug_sets: dict[str, str]) -> Any:
-    from sslzoo.build import from_dict
+def spec_toml(spec: Any) -> str:
+    """A resolved run as the TOML that ``--config`` reads (``None`` written as "none")."""
+    d = spec.to_dict()
+    tables = {"train": {k: v for k, v in d["train"].items() if k != "method"},
+              "method": {k: v for k, v in d["method"].items() if k != "name"},
+              "augment": {k: v for k, v in d["augment"].items() if k != "name"}}
+    header = f"# sslzoo train {spec.method_cls.name} --config FILE\n"
+    return header + cfg.to_toml(tables)
+
+
+def _resume_spec(method: str, given: dict[str, Any], method_sets: dict[str, Any],
+                 aug_sets: dict[str, Any]) -> Any:
+    """The saved run's spec with the options that may change on resume; any other given
+    option must equal its saved value (compared after parsing)."""
+    from sslzoo.build import from_dict, resolve
     from sslzoo.errors import CheckpointError, ConfigError
 
     if given.get("out"):
@@ -206,14 +233,39 @@ def _resume_spec(method: str, given: dict[str, Any], method_sets: dict[str, str]
     saved = json.loads(config_path.read_text())
     if saved["method"]["name"] != method:
         raise CheckpointError(f"--resume: {run_dir} is a {saved['method']['name']} run, not {method}")
-    changed = sorted(k for k in given if k not in RESUMABLE + ("out",))
-    if changed or method_sets or aug_sets:
-        raise ConfigError("--resume continues a run with its saved configuration; only "
+    before = from_dict(saved, _plugins())
+    changes = []
+    if given.get("augment", before.augment_cls.name) != before.augment_cls.name:
+        changes.append(f"--augment {before.augment_cls.name} -> {given['augment']}")
+    else:
+        after = resolve({**saved["train"], **given, "method": method, "out": str(run_dir)},
+                        {**saved["method"], **method_sets}, {**saved["augment"], **aug_sets},
+                        _plugins())
+        changes = _changes(before, after)
+    if changes:
+        raise ConfigError("--resume continues a run with its saved configuration, but "
+                          + "; ".join(changes) + ". Only "
                           + ", ".join("--" + k.replace("_", "-") for k in RESUMABLE)
-                          + f" may change (got {', '.join(changed + list(method_sets) + list(aug_sets))})")
-    saved["train"].update({k: v for k, v in given.items() if k in RESUMABLE})
-    saved["train"]["out"] = str(run_dir)
-    return from_dict(saved, _plugins())
+                          + " may change; to change the rest, start a new run with another --out")
+    return after
+
+
+def _changes(before: Any, after: Any) -> list[str]:
+    """``--batch-size 8 -> 16``, ``temperature 0.5 -> 0.1``: every non-resumable
+    difference between two specs."""
+    import dataclasses
+
+    out = []
+    for a, b, flag in ((before.train, after.train, lambda k: "--" + k.replace("_", "-")),
+                       (before.method_config, after.method_config, lambda k: k),
+                       (before.augment_config, after.augment_config, lambda k: "aug." + k)):
+        for f in dataclasses.fields(a):
+            if a is before.train and f.name in RESUMABLE + ("out",):
+                continue
+            va, vb = getattr(a, f.name), getattr(b, f.name)
+            if va != vb:
+                out.append(f"{flag(f.name)} {cfg.format_value(va)} -> {cfg.format_value(vb)}")
+    return out
 
 
 # -- eval --------------------------------------------------------------------------------
@@ -272,12 +324,21 @@ def plot(run_dir: str, out_dir: str | None, embedding: str, num: int, data: str 
 # -- export ------------------------------------------------------------------------------
 @cli.command()
 @click.argument("path", type=click.Path())
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="output .pth file")
-def export(path: str, out: str) -> None:
-    """Save the pretrained backbone's weights (timm state_dict names for timm backbones)."""
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="output file: .safetensors (safetensors) or .pth (torch.save)")
+@click.option("--format", "format_", type=click.Choice(["timm", "torchvision", "sslzoo"]),
+              help="key names [default: timm for timm backbones, torchvision for tv_resnet*, "
+                   "sslzoo for the small-image ResNets]")
+def export(path: str, out: str, format_: str | None) -> None:
+    """Save the pretrained backbone's weights, without heads, for timm or torchvision.
+
+    Prints the file written; how to load it goes to stderr.
+    """
     from sslzoo.runs import export_backbone
 
-    click.echo(str(export_backbone(path, out, plugins=_plugins())))
+    done = export_backbone(path, out, format=format_, plugins=_plugins())
+    click.echo(str(done.path))
+    click.echo(f"{done.format} key names; load with: {done.how_to_load}", err=True)
 
 
 def main() -> None:

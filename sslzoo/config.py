@@ -7,12 +7,13 @@ fields, checks bounds and choices, and describes the fields for ``sslzoo info``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, get_args, get_origin
 
-from sslzoo.errors import ConfigError
+from sslzoo.errors import ConfigError, closest
 
 _MISSING = dataclasses.MISSING
 
@@ -80,8 +81,11 @@ def build(cls: type, values: Mapping[str, Any] | None = None, *, where: str = "-
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
+        close = closest(unknown[0], fields)
+        suggestion = (f"did you mean {' or '.join(repr(c) for c in close)}"
+                      f" ({_flag(where, close[0])}=...)? " if close else "")
         raise ConfigError(
-            f"unknown key {unknown[0]!r} for {cls.__qualname__}; valid keys: "
+            f"unknown key {unknown[0]!r} for {cls.__qualname__}; {suggestion}valid keys: "
             + ", ".join(sorted(fields)))
     kwargs = {k: convert(v, hints[k], k, where) for k, v in values.items()}
     try:
@@ -95,20 +99,16 @@ def build(cls: type, values: Mapping[str, Any] | None = None, *, where: str = "-
 
 
 def validate(config: Any, where: str = "--set") -> None:
-    """Check every field against the bounds and choices given to :func:`hp`."""
+    """Check every field against the bounds and choices given to :func:`hp`.
+
+    A sequence (a ``(low, high)`` pair) must respect the bounds element by element; the
+    message names the element and the bound that failed.
+    """
     for f in dataclasses.fields(config):
         value, m = getattr(config, f.name), f.metadata
         if value is None:
             continue
-        problems = []
-        for key, op, ok in (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
-                            ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b)):
-            bound = m.get(key)
-            if bound is None:
-                continue
-            items = value if isinstance(value, tuple) else (value,)
-            if not all(isinstance(v, (int, float)) and ok(v, bound) for v in items):
-                problems.append(f"must be {op} {bound}")
+        problems = _bound_problems(value, m)
         choices = m.get("choices")
         if choices is not None and value not in choices:
             problems.append("must be one of " + ", ".join(repr(c) for c in choices))
@@ -116,7 +116,43 @@ def validate(config: Any, where: str = "--set") -> None:
             default = f.default if f.default is not _MISSING else None
             hint = (f"; set it with {_flag(where, f.name)}={format_value(default)}"
                     if default is not None else "")
-            raise ConfigError(f"{f.name} {' and '.join(problems)}, got {value!r}{hint}")
+            text = " and ".join(problems)
+            sep = "" if text.startswith("'") else " "
+            raise ConfigError(f"{f.name}{sep}{text}, got {format_repr(value)}{hint}")
+
+
+_BOUNDS = (("gt", ">", lambda v, b: v > b), ("ge", ">=", lambda v, b: v >= b),
+           ("lt", "<", lambda v, b: v < b), ("le", "<=", lambda v, b: v <= b))
+
+
+def _bound_problems(value: Any, meta: Mapping[str, Any]) -> list[str]:
+    """What ``value`` (a number or a sequence of numbers) breaks of the field's bounds,
+    e.g. ``["must be > 0"]`` or ``["'s first value 0.0 must be > 0"]``."""
+    sequence = isinstance(value, (tuple, list))
+    items = list(value) if sequence else [value]
+    problems = []
+    for key, op, ok in _BOUNDS:
+        bound = meta.get(key)
+        if bound is None:
+            continue
+        for i, v in enumerate(items):
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                return ["must hold numbers"]
+            if not ok(v, bound):
+                problems.append(f"'s {_ordinal(i)} value {v!r} must be {op} {bound}"
+                                if sequence else f"must be {op} {bound}")
+    return problems
+
+
+def _ordinal(i: int) -> str:
+    return {0: "first", 1: "second", 2: "third"}.get(i, f"{i + 1}th")
+
+
+def format_repr(value: Any) -> str:
+    """A value in an error message: pairs as ``(0.4, 1.0)`` whether tuple or list."""
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(repr(v) for v in value) + ")"
+    return repr(value)
 
 
 def convert(value: Any, tp: Any, name: str = "value", where: str = "--set") -> Any:
@@ -203,7 +239,7 @@ def _example(tp: Any) -> str:
 
 def format_value(value: Any) -> str:
     """A value as it would be typed after ``--set KEY=``."""
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return ",".join(format_value(v) for v in value)
     if isinstance(value, bool):
         return str(value).lower()
@@ -219,6 +255,51 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def check_round_trip(config: Any, section: str, where: str = "--set") -> None:
+    """Raise :class:`ConfigError` unless ``config`` survives JSON (``config.json``).
+
+    The plain values of :func:`to_dict` go through ``json`` and :func:`build` again and
+    must give back equal values field by field, so that what trains can be loaded.
+
+    Args:
+        config: a Config dataclass instance.
+        section: where it sits in ``config.json`` (``method``, ``augment``), for messages.
+        where: how the user sets a field, for messages.
+    """
+    cls = type(config)
+    saved = json.loads(json.dumps(to_dict(config), default=str))
+    try:
+        back = build(cls, saved, where=where)
+    except ConfigError as exc:
+        raise ConfigError(f"the {section} configuration would not load back from config.json: "
+                          f"{exc}") from None
+    hints = field_types(cls)
+    for f in dataclasses.fields(config):
+        before, after = getattr(config, f.name), getattr(back, f.name)
+        if not _same_value(before, after):
+            raise ConfigError(
+                f"{section} field {f.name!r} (annotated {type_name(hints[f.name])}) does not "
+                f"survive config.json: {before!r} is read back as {after!r}; annotate it with a "
+                "type sslzoo parses (bool, int, float, str, Literal[...], tuple[float, ...], "
+                "tuple[float, float], or X | None)")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal, and the same kind of container (a tuple read back as a list is not)."""
+    if isinstance(a, (tuple, list)) or isinstance(b, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same_value, a, b))
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def to_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
+    """Tables of plain values as TOML (tomli-w); ``None`` becomes ``"none"``, which
+    :func:`build` reads back as ``None`` for optional fields."""
+    import tomli_w
+
+    return tomli_w.dumps({name: {k: "none" if v is None else _plain(v) for k, v in t.items()}
+                          for name, t in tables.items()})
 
 
 def to_dict(config: Any) -> dict[str, Any]:

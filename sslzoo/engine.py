@@ -11,7 +11,6 @@ import json
 import math
 import signal
 import sys
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from sslzoo.build import RunSpec, build_method
 from sslzoo.errors import CheckpointError, ConfigError, SslzooError
 from sslzoo.method import DataInfo, Method, peak_learning_rate
 from sslzoo.plugins import Plugins, default_plugins
+from sslzoo.progress import MetricLog, Progress
 
 
 class TrainingError(SslzooError):
@@ -131,7 +131,10 @@ class Trainer:
         from sslzoo.data import load_data, sample_images
         from sslzoo.loaders import make_loader
 
+        from sslzoo.runs import check_loads_back
+
         t = self.spec.train
+        check_loads_back(self.spec, self.plugins)   # what trains must load: fail at step 0
         self.device = distributed.init_from_env(t.device)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.autocast_dtype = resolve_precision(t.precision, self.device)
@@ -250,7 +253,8 @@ class Trainer:
     def fit(self) -> Path:
         self._setup()
         s, t = self.state, self.spec.train
-        log = MetricLog(s.run_dir / "metrics.jsonl", enabled=distributed.is_main())
+        log = MetricLog(s.run_dir / "metrics.jsonl", enabled=distributed.is_main(),
+                        tensorboard=s.run_dir / "tensorboard" if t.logger == "tensorboard" else None)
         progress = Progress(s.total_steps, enabled=distributed.is_main() and not self.quiet)
         progress.start(s.step)
         with self._sigint_stops_training():
@@ -284,6 +288,7 @@ class Trainer:
             s.metrics = log.flush(s, self.step_lr, t.batch_size)
         self.save_checkpoint()
         progress.close(s)
+        log.close()
         s.interrupted = s.stop
         distributed.barrier()
         return s.run_dir
@@ -363,76 +368,6 @@ def run_config(spec: RunSpec, plugins: Plugins, **extra: Any) -> dict[str, Any]:
         "method_plugin": plugins.methods.get(spec.method_cls.name).plugin,
         **extra,
     }
-
-
-class MetricLog:
-    """Averages step metrics on the device and appends them to ``metrics.jsonl``."""
-
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
-        self.sums: dict[str, Tensor] = {}
-        self.pending = 0
-        self.t0 = time.perf_counter()
-
-    def add(self, out: dict[str, Tensor]) -> None:
-        for k, v in out.items():
-            self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
-        self.pending += 1
-
-    def flush(self, state: TrainState, lr: float, batch_size: int) -> dict[str, float]:
-        elapsed = time.perf_counter() - self.t0
-        row: dict[str, Any] = {"step": state.step, "epoch": state.epoch, "lr": lr}
-        if self.sums:  # averaged over this interval's steps and over all ranks
-            keys = sorted(self.sums)
-            means = distributed.all_reduce_mean(torch.stack([self.sums[k] for k in keys]))
-            row.update({k: (v / max(self.pending, 1)).item() for k, v in zip(keys, means)})
-        row["images_per_s"] = self.pending * batch_size * distributed.world_size() / max(elapsed, 1e-9)
-        self.sums, self.pending, self.t0 = {}, 0, time.perf_counter()
-        self.write(row)
-        return row
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-
-class Progress:
-    """A one-line progress report on stderr: step, loss, throughput."""
-
-    def __init__(self, total: int, enabled: bool = True) -> None:
-        self.total, self.enabled = total, enabled
-        self.tty = sys.stderr.isatty()
-        self.t0 = time.perf_counter()
-        self.last_print = 0.0
-
-    def start(self, step: int) -> None:
-        self.first_step = step
-        self.t0 = time.perf_counter()
-
-    def update(self, step: int, metrics: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not self.tty and now - self.last_print < 5 and step != self.total:
-            return
-        self.last_print = now
-        extras = " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                          if k not in ("step", "epoch", "lr", "images_per_s"))
-        line = (f"step {step}/{self.total} epoch {metrics.get('epoch', 0)} {extras} "
-                f"lr {metrics.get('lr', 0):.3g} {metrics.get('images_per_s', 0):.0f} img/s")
-        print(("\r" + line.ljust(100)) if self.tty else line, end="" if self.tty else "\n",
-              file=sys.stderr, flush=True)
-
-    def close(self, state: TrainState) -> None:
-        if not self.enabled:
-            return
-        if self.tty:
-            print(file=sys.stderr)
-        elapsed = time.perf_counter() - self.t0
-        done = "stopped" if state.stop else "finished"
-        print(f"{done} at step {state.step} after {elapsed:.1f}s; run directory {state.run_dir}",
-              file=sys.stderr, flush=True)
 
 
 def train(spec: RunSpec, *, resume: bool = False, plugins: Plugins | None = None,

@@ -151,9 +151,10 @@ def _factory_entry(kind: str, dist: str, version: str, name: str,
 
 
 def summary_of(obj: Any) -> str:
-    """First line of an object's docstring."""
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first paragraph of an object's docstring on one line (its summary sentence,
+    whole even where it wraps)."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
 
 
 def _dist_of(module: ModuleType | Any) -> tuple[str, str]:

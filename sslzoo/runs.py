@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from sslzoo import checkpoint
+from sslzoo import config as cfg
 from sslzoo.build import RunSpec, build_method, from_dict
 from sslzoo.errors import CheckpointError
 from sslzoo.method import DataInfo, Method
@@ -73,17 +74,140 @@ def _num_samples(state: dict[str, Any], config: dict[str, Any]) -> int:
     return int(config.get("num_samples", 0)) or 1
 
 
-def export_backbone(path: str | Path, out: str | Path, *, plugins: Plugins | None = None) -> Path:
-    """Write the run's backbone weights to ``out``.
+EXPORT_FORMATS = ("timm", "torchvision", "sslzoo")
 
-    For timm backbones the keys are those of ``timm.create_model(name, num_classes=0)``,
-    so ``model.load_state_dict(torch.load(out))`` works on a fresh timm model.
+
+@dataclass
+class Export:
+    """What :func:`export_backbone` wrote: the file, its key format and how to load it."""
+
+    path: Path
+    format: str
+    how_to_load: str
+
+
+def export_backbone(path: str | Path, out: str | Path, *, format: str | None = None,
+                    plugins: Plugins | None = None) -> Export:
+    """Write a run's backbone weights (no heads, no classifier) to ``out``.
+
+    ``.safetensors`` files are written with the ``safetensors`` package, the format model
+    hubs and timm read; any other suffix (``.pth``, ``.pt``) with ``torch.save``. Key
+    names follow ``format``:
+
+    * ``timm``: those of ``timm.create_model(name, num_classes=0)``, loadable with
+      ``pretrained=True, pretrained_cfg_overlay=dict(file=out)``; the default for timm
+      backbones, and available for torchvision ResNets (timm's ``resnet18`` has the
+      same layers).
+    * ``torchvision``: those of ``torchvision.models.resnet18()`` without ``fc``; the
+      default for ``tv_resnet*`` backbones.
+    * ``sslzoo``: the sslzoo backbone's own names, for backbones neither library builds
+      (the small-image ResNets); load them with :func:`sslzoo.load` or
+      ``create_backbone(name).load_state_dict(...)``.
+
+    Raises:
+        ConfigError: ``format`` does not apply to the run's backbone.
     """
+    from sslzoo.backbones import TimmBackbone
+    from sslzoo.errors import ConfigError
+
     run = load_run(path, "cpu", plugins=plugins)
-    backbone = run.method.encoder
-    inner = getattr(backbone, "model", None)
-    state = (inner if isinstance(inner, torch.nn.Module) else backbone).state_dict()
-    return checkpoint.save_atomic({k: v.detach().clone() for k, v in state.items()}, out)
+    backbone, name = run.method.encoder, run.spec.train.backbone
+    in_chans = int(getattr(backbone, "in_chans", 3))
+    timm_name = _timm_name(backbone, name)
+    tv_arch = _torchvision_arch(backbone, name)
+    possible = [f for f, ok in (("timm", timm_name), ("torchvision", tv_arch), ("sslzoo", True)) if ok]
+    format = format or possible[0]
+    if format not in possible:
+        raise ConfigError(f"--format {format} does not apply to backbone {name!r}; it can be "
+                          f"exported as {' or '.join(possible)}")
+    module = backbone.model if isinstance(backbone, TimmBackbone) else backbone
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
+    chans = f", in_chans={in_chans}" if in_chans != 3 else ""
+    if format == "timm":
+        how = (f"timm.create_model({timm_name!r}, num_classes=0{chans}, pretrained=True, "
+               f"pretrained_cfg_overlay=dict(file={str(out)!r}))")
+    elif format == "torchvision":
+        how = (f"m = torchvision.models.{tv_arch}(); m.fc = torch.nn.Identity(); "
+               "m.load_state_dict(weights)")
+    else:
+        how = (f"sslzoo.backbones.create_backbone({name!r}{chans}).load_state_dict(weights), "
+               "or sslzoo.load(RUN).encoder; no timm or torchvision model has this stem")
+    meta = {"format": format, "backbone": name, "in_chans": str(in_chans),
+            "num_features": str(int(backbone.num_features)), "method": run.spec.method_cls.name,
+            "step": str(run.step)}
+    written = save_weights(state, out, metadata=meta)
+    return Export(written, format, how)
+
+
+def _timm_name(backbone: Any, name: str) -> str | None:
+    """The timm model name that builds ``backbone`` with the same keys, if any."""
+    from sslzoo.backbones import TIMM_PREFIX, TimmBackbone
+
+    if isinstance(backbone, TimmBackbone):
+        return name.removeprefix(TIMM_PREFIX)
+    arch = _torchvision_arch(backbone, name)
+    return arch  # timm's resnet18/34/50 have torchvision's layers and names
+
+
+def _torchvision_arch(backbone: Any, name: str) -> str | None:
+    """``resnet18`` for a ``tv_resnet18`` backbone (torchvision's ImageNet stem)."""
+    from sslzoo.backbones import TorchvisionResNet
+
+    if isinstance(backbone, TorchvisionResNet) and name.startswith("tv_"):
+        return name.removeprefix("tv_")
+    return None
+
+
+def save_weights(state: dict[str, torch.Tensor], out: str | Path,
+                 metadata: dict[str, str] | None = None) -> Path:
+    """Write a flat state dict atomically: safetensors for ``.safetensors``, else
+    ``torch.save``."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        return checkpoint.save_atomic(state, out)
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def load(path: str | Path, device: str | torch.device = "cpu", *,
+         plugins: Plugins | None = None) -> Method:
+    """The trained method of a run directory or checkpoint, in eval mode.
+
+    ``load(run).encoder`` is the pretrained backbone: ``encoder(images)`` gives pooled
+    features ``(B, num_features)``, ``encoder.forward_features(images)`` spatial maps.
+    Images are float in ``[0, 1]``; ``method.preprocess`` normalises them as in
+    training.
+
+    Raises:
+        CheckpointError: no run or checkpoint at ``path``, or one that does not match.
+    """
+    return load_run(path, device, plugins=plugins).method.eval()
+
+
+def check_loads_back(spec: RunSpec, plugins: Plugins | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``spec`` survives ``config.json``.
+
+    Called before the first step, so that a run that trains can be resumed, evaluated and
+    exported: each section goes through JSON and is parsed back field by field.
+    """
+    cfg.check_round_trip(spec.train, "train", where="--")
+    cfg.check_round_trip(spec.method_config, f"method {spec.method_cls.name!r}")
+    cfg.check_round_trip(spec.augment_config, f"augment {spec.augment_cls.name!r}",
+                         where="--set aug.")
+    from_dict(json.loads(json.dumps(spec.to_dict(), default=str)), plugins)
 
 
 def load_run_and_test_images(path: str | Path, num: int, device: str | torch.device = "cpu", *,

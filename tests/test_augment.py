@@ -205,3 +205,50 @@ def test_pipelines_are_registered_as_builtins() -> None:
     registered: list[type] = []
     builtins.register_augments(register=registered.append)
     assert registered == AUGMENTS
+
+
+def _poses(image: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 images of the square's symmetry group (4 rotations, each flipped or not)."""
+    return [torch.rot90(im, k, dims=(-2, -1)) for im in (image, image.flip(-1)) for k in range(4)]
+
+
+def test_vflip_and_rot90_draw_per_sample_at_their_rates_and_reach_all_8_poses():
+    from sslzoo.augment import NoAugment
+
+    torch.manual_seed(0)
+    image = torch.arange(16.0).reshape(1, 1, 4, 4) / 16         # no symmetry of its own
+    batch = image.repeat(4000, 1, 1, 1)
+    poses = torch.stack(_poses(image[0]))                        # (8, 1, 4, 4)
+
+    def pose_index(views):
+        match = (views[:, None] == poses[None]).flatten(2).all(-1)   # (B, 8)
+        assert match.any(1).all(), "every view is one of the 8 poses"
+        return match.float().argmax(1)
+
+    vflip = NoAugment(NoAugment.Config(vflip_prob=0.3), image_size=4)(batch)
+    vflipped = (vflip == image.flip(-2)).flatten(1).all(1).float().mean()
+    assert abs(vflipped - 0.3) < 0.03
+    rot = NoAugment(NoAugment.Config(rot90_prob=0.6), image_size=4)(batch)
+    turned = pose_index(rot)
+    assert abs((turned != 0).float().mean() - 0.6) < 0.03
+    assert set(turned.tolist()) == {0, 1, 2, 3}
+    counts = torch.bincount(turned, minlength=8)[1:4].float()   # 90/180/270 equally often
+    assert (counts / counts.sum() - 1 / 3).abs().max() < 0.04
+    both = NoAugment(NoAugment.Config(hflip_prob=0.5, rot90_prob=0.75), image_size=4)(batch)
+    freq = torch.bincount(pose_index(both), minlength=8).float() / len(batch)
+    assert (freq > 0).all() and (freq - 1 / 8).abs().max() < 0.03
+
+
+def test_rotation_and_vertical_flip_leave_pixel_values_exact():
+    from sslzoo.augment import NoAugment
+
+    x = torch.rand(64, 3, 8, 8)
+    out = NoAugment(NoAugment.Config(vflip_prob=0.5, rot90_prob=1.0), image_size=8)(x)
+    assert torch.equal(out.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+
+
+def test_interval_message_names_the_condition_that_failed():
+    from sslzoo.augment import SimCLRAugment
+
+    with pytest.raises(ConfigError, match=r"a <= b fails for \(0\.9, 0\.5\)"):
+        SimCLRAugment.Config(crop_scale=(0.9, 0.5))
