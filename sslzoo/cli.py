@@ -213,23 +213,30 @@ def _resume_spec(method: str, given: dict[str, Any], method_sets: dict[str, str]
 @click.option("--data-root", help="where data sets are stored")
 @click.option("--download", is_flag=True, help="download the data set if missing")
 @click.option("--protocol", type=click.Choice(["knn", "linear", "all"]), default="all", show_default=True)
+@click.option("--features", default="final", show_default=True,
+              help="final (pooled last map), a backbone stage (stage2, ...) or embedding "
+                   "(the method's own, kNN with its temperature)")
+@click.option("--knn-k", type=click.IntRange(1, None), default=200, show_default=True,
+              help="neighbours of the kNN vote")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--random-init", is_flag=True, help="evaluate the same backbone at random initialisation")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def eval_(path: str, data: str | None, data_root: str | None, download: bool, protocol: str,
-          device: str, random_init: bool, as_json: bool) -> None:
+          features: str, knn_k: int, device: str, random_init: bool, as_json: bool) -> None:
     """kNN and linear probe on frozen features of a run directory or checkpoint."""
     from sslzoo.evaluation import evaluate
 
     result = evaluate(path, data=data, protocol=protocol, device=device, random_init=random_init,
-                      data_root=data_root, download=download, plugins=_plugins())
+                      data_root=data_root, download=download, plugins=_plugins(),
+                      features=features, k=knn_k)
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['method']} ({result['backbone']}, step {result['step']}) on {result['data']}: "
-               f"{result['num_train']} train / {result['num_test']} test images")
-    for key, label in (("knn_top1", f"kNN top-1 (k={result.get('knn_k')}, t=0.07)"),
-                       ("linear_top1", "linear probe top-1")):
+               f"{result['num_train']} train / {result['num_test']} test images, "
+               f"features {result['features']} ({result['feature_dim']}-d)")
+    knn = f"kNN top-1 (k={result.get('knn_k')}, t={result.get('knn_temperature')})"
+    for key, label in (("knn_top1", knn), ("linear_top1", "offline linear probe top-1")):
         if key in result:
             click.echo(f"  {label:<32}{100 * result[key]:6.2f}%")
 
