@@ -241,6 +241,45 @@ def eval_(path: str, data: str | None, data_root: str | None, download: bool, pr
             click.echo(f"  {label:<32}{100 * result[key]:6.2f}%")
 
 
+# -- compare -----------------------------------------------------------------------------
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected integers separated by commas, got {value!r}") from None
+
+
+@cli.command()
+@click.option("--data", default="digits", show_default=True, help="labelled data set name or image folder")
+@click.option("--methods", required=True, help="methods separated by commas (simclr,moco,rotation)")
+@click.option("--backbone", default="small_resnet18", show_default=True, help="backbone for every method")
+@click.option("--image-size", type=click.IntRange(8, None), default=32, show_default=True)
+@click.option("--budget-steps", type=click.IntRange(1, None), default=100, show_default=True,
+              help="optimiser steps of every run")
+@click.option("--batch-size", type=click.IntRange(1, None), default=64, show_default=True)
+@click.option("--seeds", default="0,1,2", show_default=True, callback=_int_list,
+              help="seeds separated by commas; each also seeds the random-init baseline")
+@click.option("--features", default="final", show_default=True,
+              help="features evaluated (as sslzoo eval --features)")
+@click.option("--set", "sets", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="a hyper-parameter of one method (METHOD.aug.KEY for its augment; repeatable)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--data-root", help="where data sets are stored")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="comparison directory; rerunning reuses its finished runs")
+def compare(methods: str, sets: tuple[str, ...], out: str, **options: Any) -> None:
+    """Train each method on the same data, backbone and step budget, and score it against
+    the same backbone at random initialisation (compare.json, compare.md, compare.png)."""
+    from sslzoo.compare import CompareSettings, format_table, parse_method_sets, run_compare
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    settings = CompareSettings(methods=names, sets=parse_method_sets(cfg.parse_assignments(sets), names),
+                               **options)
+    report = run_compare(settings, out, plugins=_plugins(), log=lambda m: click.echo(m, err=True))
+    click.echo(format_table(report), nl=False)
+    click.echo(f"wrote {Path(out) / 'compare.json'}, compare.md, compare.png")
+
+
 # -- plot --------------------------------------------------------------------------------
 @cli.command("plot")
 @click.argument("run_dir", type=click.Path())
