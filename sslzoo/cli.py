@@ -276,6 +276,10 @@ def compare(methods: str, sets: tuple[str, ...], out: str, **options: Any) -> No
     settings = CompareSettings(methods=names, sets=parse_method_sets(cfg.parse_assignments(sets), names),
                                **options)
     report = run_compare(settings, out, plugins=_plugins(), log=lambda m: click.echo(m, err=True))
+    if not report["complete"]:
+        click.echo(f"interrupted; finished runs are kept in {out}: rerun the same command to "
+                   "continue", err=True)
+        sys.exit(130)
     click.echo(format_table(report), nl=False)
     click.echo(f"wrote {Path(out) / 'compare.json'}, compare.md, compare.png")
 

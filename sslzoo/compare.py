@@ -108,8 +108,13 @@ def run_compare(settings: CompareSettings, out: str | Path, *, plugins: Any = No
     total = len(settings.methods) * len(settings.seeds)
     for method in settings.methods:
         for seed in settings.seeds:
-            runs.append(_one_run(settings, method, seed, out / "runs" / f"{method}-seed{seed}",
-                                 plugins, log))
+            result = _one_run(settings, method, seed, out / "runs" / f"{method}-seed{seed}",
+                              plugins, log)
+            if result is None:  # training was interrupted (Ctrl-C, SIGTERM)
+                report = _report(settings, runs, complete=False)
+                write_report(report, out, chart=False)
+                return report
+            runs.append(result)
             if len(runs) < total:  # a partial report after each run, for long comparisons
                 write_report(_report(settings, runs, complete=False), out, chart=False)
     report = _report(settings, runs, complete=True)
@@ -124,7 +129,7 @@ def _report(settings: CompareSettings, runs: list[dict[str, Any]], complete: boo
 
 
 def _one_run(settings: CompareSettings, method: str, seed: int, run_dir: Path, plugins: Any,
-             log: Callable[[str], None]) -> dict[str, Any]:
+             log: Callable[[str], None]) -> dict[str, Any] | None:
     wanted = settings.run_settings(method, seed)
     done = run_dir / RESULT
     if done.exists():
@@ -137,6 +142,9 @@ def _one_run(settings: CompareSettings, method: str, seed: int, run_dir: Path, p
     if run_dir.exists():  # an unfinished run: start it again
         shutil.rmtree(run_dir)
     result = train_and_evaluate(settings, method, seed, run_dir, plugins)
+    if result is None:
+        log(f"{method} seed {seed}: interrupted; rerun the same command to continue")
+        return None
     result["settings"] = wanted
     write_text_atomic(done, json.dumps(result, indent=2))
     log(f"{method} seed {seed}: kNN {result['knn_top1']:.3f} (random {result['random_knn_top1']:.3f}), "
@@ -146,10 +154,11 @@ def _one_run(settings: CompareSettings, method: str, seed: int, run_dir: Path, p
 
 
 def train_and_evaluate(settings: CompareSettings, method: str, seed: int, run_dir: Path,
-                       plugins: Any) -> dict[str, Any]:
-    """Pretrain one method with one seed, then evaluate it and its random initialisation."""
+                       plugins: Any) -> dict[str, Any] | None:
+    """Pretrain one method with one seed, then evaluate it and its random initialisation
+    (``None`` if training was interrupted)."""
     from sslzoo.build import resolve, split_overrides
-    from sslzoo.engine import train
+    from sslzoo.engine import Trainer
     from sslzoo.evaluation import evaluate
 
     method_sets, aug_sets = split_overrides(settings.sets.get(method, {}))
@@ -161,8 +170,11 @@ def train_and_evaluate(settings: CompareSettings, method: str, seed: int, run_di
     spec = resolve({k: v for k, v in values.items() if v is not None}, method_sets, aug_sets,
                    plugins)
     start = time.perf_counter()
-    train(spec, plugins=plugins, quiet=True)
+    trainer = Trainer(spec, plugins=plugins, quiet=True)
+    trainer.fit()
     seconds = time.perf_counter() - start
+    if trainer.state.interrupted:
+        return None
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = max((r.get("step", 0) for r in rows), default=0)
     last = next((r for r in reversed(rows) if "loss" in r), {})
@@ -204,8 +216,11 @@ def _random_init_key(run_dir: Path, features: str, plugins: Any) -> str:
     run = load_run(run_dir, "cpu", plugins=plugins, random_init=True)
     h = hashlib.sha256()
     method_cls = type(run.method)
-    for fn in (method_cls.embed, method_cls.preprocess, method_cls.embedding,
-               type(run.method.encoder).forward_stages, type(run.method.encoder).forward):
+    fns = [method_cls.embed, method_cls.preprocess, type(run.method.encoder).forward_stages,
+           type(run.method.encoder).forward]
+    if features == "embedding":  # the method's head is part of it: never shared
+        fns.append(method_cls.embedding)
+    for fn in fns:
         h.update(f"{fn.__module__}.{fn.__qualname__}".encode())
     h.update(json.dumps([run.spec.train.data, run.spec.train.image_size, features]).encode())
     for name, tensor in sorted(run.method.encoder.state_dict().items()):
