@@ -206,6 +206,11 @@ class InstDisc(Method):
     def _forget_z(module: torch.nn.Module, incompatible_keys: Any) -> None:
         module._z_known = False  # re-read log_z: the loaded state may not have set it yet
 
+    @torch.no_grad()
+    def embedding(self, x: Tensor) -> Tensor:
+        """The L2-normalised 128-d embedding (Sec. 3.4 scores kNN on it, t = temperature)."""
+        return self.embed_normalized(x)
+
 
 @sslzoo.hookimpl
 def register_methods(register: Any) -> None:

@@ -109,6 +109,12 @@ class InvaSpread(Method):
         loss = invariance_spreading_loss(z1, z2, c.temperature, detach_keys=c.detach_keys)
         return {"loss": loss, "acc": _view_match_accuracy(z1.detach(), z2.detach())}
 
+    @torch.no_grad()
+    def embedding(self, x: Tensor) -> Tensor:
+        """The L2-normalised 128-d embedding of the instance softmax (the paper's kNN
+        evaluation uses it, with the training temperature)."""
+        return F.normalize(self.head(self.backbone(self.preprocess(x))).float(), dim=1)
+
 
 def _view_match_accuracy(z1: Tensor, z2: Tensor) -> Tensor:
     """Fraction of this process's images whose nearest second view is their own."""

@@ -248,6 +248,11 @@ class MoCo(Method):
                 f"{c.shuffle_bn_groups} with at least 2 images per group; set --set "
                 "shuffle_bn_groups=<a divisor of the batch size> (1 disables the split)")
 
+    @torch.no_grad()
+    def embedding(self, x: Tensor) -> Tensor:
+        """The L2-normalised query embedding that InfoNCE compares with the keys."""
+        return F.normalize(self.query_encoder()(self.preprocess(x)).float(), dim=1)
+
 
 @sslzoo.hookimpl
 def register_methods(register: Any) -> None:

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 import sslzoo
@@ -137,6 +138,12 @@ class SimCLR(Method):
         z = self.projector(self.backbone(self.preprocess(views)))        # (2N, proj_dim)
         z1, z2 = z.chunk(2)
         return {"loss": nt_xent(z1, z2, self.config.temperature)}
+
+    @torch.no_grad()
+    def embedding(self, x: Tensor) -> Tensor:
+        """The L2-normalised projection output that NT-Xent compares (the paper reports
+        that the representation before the head is better, Sec. 4.2)."""
+        return F.normalize(self.projector(self.backbone(self.preprocess(x))).float(), dim=1)
 
 
 @sslzoo.hookimpl

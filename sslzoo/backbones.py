@@ -58,6 +58,19 @@ class TorchvisionResNet(Backbone):
         """Globally average-pooled ``layer4`` features ``(B, num_features)``."""
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.forward_features(x), 1), 1)
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """``stem`` (conv1, bn, relu, max-pool) and ``stage1`` ... ``stage4`` (layer1-4)."""
+        return ("stem", "stage1", "stage2", "stage3", "stage4")
+
+    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+        """The stem's map and the output of each of ``layer1`` ... ``layer4``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        out = {"stem": x}
+        for i, layer in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), 1):
+            x = out[f"stage{i}"] = layer(x)
+        return out
+
 
 class TimmBackbone(Backbone):
     """Any timm model, created with ``num_classes=0`` so that its forward is pooled.
@@ -93,6 +106,23 @@ class TimmBackbone(Backbone):
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features ``(B, num_features)``, exactly as timm computes them."""
         return self.model(x)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """``stage1`` ... ``stageN``, one per entry of timm's ``feature_info`` (models
+        with ``forward_intermediates``), else ``final`` alone."""
+        info = getattr(self.model, "feature_info", None)
+        if not hasattr(self.model, "forward_intermediates") or not info:
+            return ("final",)
+        return tuple(f"stage{i}" for i in range(1, len(info) + 1))
+
+    def forward_stages(self, x: Tensor) -> dict[str, Tensor]:
+        """timm's ``forward_intermediates`` maps (NCHW), named by :attr:`stage_names`."""
+        names = self.stage_names
+        if names == ("final",):
+            return {"final": self.forward_features(x)}
+        maps = self.model.forward_intermediates(x, intermediates_only=True)
+        return {name: m if m.ndim == 4 else self._tokens_to_map(m) for name, m in zip(names, maps)}
 
     def _tokens_to_map(self, tokens: Tensor) -> Tensor:
         # tokens: (B, prefix + h*w, C) -> (B, C, h, w)

@@ -275,25 +275,75 @@ def _changes(before: Any, after: Any) -> list[str]:
 @click.option("--data-root", help="where data sets are stored")
 @click.option("--download", is_flag=True, help="download the data set if missing")
 @click.option("--protocol", type=click.Choice(["knn", "linear", "all"]), default="all", show_default=True)
+@click.option("--features", default="final", show_default=True,
+              help="final (pooled last map), a backbone stage (stage2, ...) or embedding "
+                   "(the method's own, kNN with its temperature)")
+@click.option("--knn-k", type=click.IntRange(1, None), default=200, show_default=True,
+              help="neighbours of the kNN vote")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--random-init", is_flag=True, help="evaluate the same backbone at random initialisation")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def eval_(path: str, data: str | None, data_root: str | None, download: bool, protocol: str,
-          device: str, random_init: bool, as_json: bool) -> None:
+          features: str, knn_k: int, device: str, random_init: bool, as_json: bool) -> None:
     """kNN and linear probe on frozen features of a run directory or checkpoint."""
     from sslzoo.evaluation import evaluate
 
     result = evaluate(path, data=data, protocol=protocol, device=device, random_init=random_init,
-                      data_root=data_root, download=download, plugins=_plugins())
+                      data_root=data_root, download=download, plugins=_plugins(),
+                      features=features, k=knn_k)
     if as_json:
         click.echo(json.dumps(result))
         return
     click.echo(f"{result['method']} ({result['backbone']}, step {result['step']}) on {result['data']}: "
-               f"{result['num_train']} train / {result['num_test']} test images")
-    for key, label in (("knn_top1", f"kNN top-1 (k={result.get('knn_k')}, t=0.07)"),
-                       ("linear_top1", "linear probe top-1")):
+               f"{result['num_train']} train / {result['num_test']} test images, "
+               f"features {result['features']} ({result['feature_dim']}-d)")
+    knn = f"kNN top-1 (k={result.get('knn_k')}, t={result.get('knn_temperature')})"
+    for key, label in (("knn_top1", knn), ("linear_top1", "offline linear probe top-1")):
         if key in result:
             click.echo(f"  {label:<32}{100 * result[key]:6.2f}%")
+
+
+# -- compare -----------------------------------------------------------------------------
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected integers separated by commas, got {value!r}") from None
+
+
+@cli.command()
+@click.option("--data", default="digits", show_default=True, help="labelled data set name or image folder")
+@click.option("--methods", required=True, help="methods separated by commas (simclr,moco,rotation)")
+@click.option("--backbone", default="small_resnet18", show_default=True, help="backbone for every method")
+@click.option("--image-size", type=click.IntRange(8, None), default=32, show_default=True)
+@click.option("--budget-steps", type=click.IntRange(1, None), default=100, show_default=True,
+              help="optimiser steps of every run")
+@click.option("--batch-size", type=click.IntRange(1, None), default=64, show_default=True)
+@click.option("--seeds", default="0,1,2", show_default=True, callback=_int_list,
+              help="seeds separated by commas; each also seeds the random-init baseline")
+@click.option("--features", default="final", show_default=True,
+              help="features evaluated (as sslzoo eval --features)")
+@click.option("--set", "sets", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="a hyper-parameter of one method (METHOD.aug.KEY for its augment; repeatable)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--data-root", help="where data sets are stored")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="comparison directory; rerunning reuses its finished runs")
+def compare(methods: str, sets: tuple[str, ...], out: str, **options: Any) -> None:
+    """Train each method on the same data, backbone and step budget, and score it against
+    the same backbone at random initialisation (compare.json, compare.md, compare.png)."""
+    from sslzoo.compare import CompareSettings, format_table, parse_method_sets, run_compare
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    settings = CompareSettings(methods=names, sets=parse_method_sets(cfg.parse_assignments(sets), names),
+                               **options)
+    report = run_compare(settings, out, plugins=_plugins(), log=lambda m: click.echo(m, err=True))
+    if not report["complete"]:
+        click.echo(f"interrupted; finished runs are kept in {out}: rerun the same command to "
+                   "continue", err=True)
+        sys.exit(130)
+    click.echo(format_table(report), nl=False)
+    click.echo(f"wrote {Path(out) / 'compare.json'}, compare.md, compare.png")
 
 
 # -- plot --------------------------------------------------------------------------------

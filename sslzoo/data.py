@@ -1,7 +1,7 @@
 """Data sets: registered names and image folders, decoded once into uint8 tensors.
 
-``--data`` takes a registered name (``digits``, ``cifar10``, ``cifar100``, ``stl10``,
-``stl10+unlabeled``, ``synthetic``, or a plugin's) or a path to a folder of images.
+``--data`` takes a registered name (``digits``, ``photos``, ``cifar10``, ``cifar100``,
+``stl10``, ``stl10+unlabeled``, ``synthetic``, or a plugin's) or a path to a folder of images.
 A split whose uint8 pixels fit ``memory_budget`` is decoded and resized once into an
 :class:`ImageData` (``(N, 3, S, S)`` uint8), which :class:`sslzoo.loaders.DeviceLoader`
 keeps on the device and draws batches from. Larger folders become a
@@ -416,6 +416,8 @@ def stl10_unlabeled(split: str, image_size: int, root: str | Path | None = None,
     return stl10(split, image_size, root, download, memory_budget=memory_budget)
 
 
+from sslzoo.photos import photos  # noqa: E402  (it imports this module lazily)
+
 DATASETS: dict[str, tuple[Callable[..., ImageData | Dataset], str]] = {
     "digits": (digits, "scikit-learn's 1,797 handwritten digits, upscaled (offline default)"),
     "cifar10": (cifar10, "CIFAR-10, 50k/10k 32x32 images in 10 classes (torchvision)"),
@@ -423,6 +425,8 @@ DATASETS: dict[str, tuple[Callable[..., ImageData | Dataset], str]] = {
     "stl10": (stl10, "STL-10, 5k labelled train / 8k test 96x96 images (torchvision)"),
     "stl10+unlabeled": (stl10_unlabeled, "STL-10 with its 100k unlabelled images in train"),
     "synthetic": (synthetic, "256/128 class-structured random images (tests)"),
+    "photos": (photos, "1,200/400 crops of 10 bundled colour photographs, split by disjoint "
+                       "regions (needs scikit-image)"),
 }
 
 

@@ -3,8 +3,19 @@
 Weighted kNN follows Wu et al., "Unsupervised Feature Learning via Non-Parametric
 Instance Discrimination", CVPR 2018, Sec. 3.4: the k = 200 nearest training features
 by cosine similarity s_i vote for their class with weight exp(s_i / t), t = 0.07.
-The linear probe is a logistic regression trained on cached, standardised features on
-the device.
+The linear probe is an offline logistic regression trained on cached, standardised
+features on the device (no augmentation, the features are computed once).
+
+Which features (``features``):
+
+- ``final`` (default): the backbone's pooled last map, ``Method.embed``.
+- a stage of the backbone (``Backbone.stage_names``, e.g. ``stage2``), average-pooled:
+  RotNet's headline uses conv-block-2 features (Gidaris et al. 2018, Table 1) and Zhang
+  et al. 2016 probe conv1-conv5.
+- ``embedding``: the method's own embedding (``Method.embedding``), scored by kNN with
+  the method's temperature (``Method.knn_temperature``): InstDisc and InvaSpread report
+  kNN on their L2-normalised 128-d embedding with k = 200 and their training
+  temperature.
 """
 from __future__ import annotations
 
@@ -18,7 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sslzoo import distributed
+from sslzoo.backbone import FINAL_STAGE
+from sslzoo.errors import ConfigError
 from sslzoo.method import Method
+
+#: ``features`` value for the method's own embedding.
+EMBEDDING = "embedding"
+#: Temperature of the kNN vote on backbone features (InstDisc Sec. 3.4).
+KNN_TEMPERATURE = 0.07
 
 
 @contextlib.contextmanager
@@ -33,14 +51,50 @@ def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
         module.train(was_training)
 
 
-@torch.no_grad()
-def extract_features(method: Method, images: Tensor, device: torch.device,
-                     batch_size: int = 512, autocast: bool = False) -> Tensor:
-    """``method.embed`` of uint8 images ``(N, C, H, W)`` in eval mode: ``(N, F)`` float.
+def feature_names(method: Method) -> list[str]:
+    """Valid ``features`` values for ``method``: ``final``, the backbone's stages and,
+    when the method has one, ``embedding``."""
+    names = [FINAL_STAGE, *(n for n in method.encoder.stage_names if n != FINAL_STAGE)]
+    return names + ([EMBEDDING] if has_embedding(method) else [])
 
-    Under torch.distributed each rank embeds a contiguous shard and the shards are
-    gathered, so every rank returns the features of all N images.
+
+def has_embedding(method: Method) -> bool:
+    """Whether ``method.embedding`` returns features (it is ``None`` by default)."""
+    return type(method).embedding is not Method.embedding
+
+
+def _embed_fn(method: Any, features: str) -> Any:
+    """A function of images in [0, 1] to ``(B, F)`` features of the chosen kind."""
+    if features == FINAL_STAGE:
+        return method.embed
+    if not isinstance(method, Method):
+        raise ConfigError(f"features={features!r} needs a Method; use {FINAL_STAGE!r}")
+    valid = feature_names(method)
+    if features not in valid:
+        raise ConfigError(f"{type(method).name} on {type(method.encoder).__name__} has no "
+                          f"features {features!r}; choose from {', '.join(valid)} (--features)")
+    if features == EMBEDDING:
+        return method.embedding
+
+    def stage(x: Tensor) -> Tensor:
+        maps = method.encoder.forward_stages(method.preprocess(x))
+        return maps[features].mean(dim=(-2, -1))                       # (B, C_stage)
+
+    return stage
+
+
+@torch.no_grad()
+def extract_features(method: Any, images: Tensor, device: torch.device,
+                     batch_size: int = 512, autocast: bool = False,
+                     features: str = FINAL_STAGE) -> Tensor:
+    """Frozen features of uint8 images ``(N, C, H, W)`` in eval mode: ``(N, F)`` float.
+
+    ``features`` picks ``final`` (``method.embed``), a pooled backbone stage or the
+    method's ``embedding`` (see the module docstring). Under torch.distributed each rank
+    embeds a contiguous shard and the shards are gathered, so every rank returns the
+    features of all N images.
     """
+    fn = _embed_fn(method, features)
     n, world, rank = len(images), distributed.world_size(), distributed.rank()
     per_rank = math.ceil(n / world)
     lo, hi = min(rank * per_rank, n), min((rank + 1) * per_rank, n)
@@ -49,19 +103,15 @@ def extract_features(method: Method, images: Tensor, device: torch.device,
         for start in range(lo, hi, batch_size):
             x = images[start:min(start + batch_size, hi)].to(device, non_blocking=True).float() / 255
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                chunks.append(method.embed(x).float())
+                chunks.append(fn(x).float())
         feats = torch.cat(chunks) if chunks else torch.empty(
-            0, _feature_dim(method, images, device), device=device)
+            0, fn(images[:1].to(device).float() / 255).shape[1], device=device)
     if world > 1:
         pad = per_rank - len(feats)
         feats = distributed.gather(F.pad(feats, (0, 0, 0, pad)))
         feats = torch.cat([feats[r * per_rank:r * per_rank + min(per_rank, max(n - r * per_rank, 0))]
                            for r in range(world)])
     return feats
-
-
-def _feature_dim(method: Method, images: Tensor, device: torch.device) -> int:
-    return method.embed(images[:1].to(device).float() / 255).shape[1]
 
 
 @torch.no_grad()
@@ -128,12 +178,20 @@ def evaluate_features(train_feats: Tensor, train_labels: Tensor, test_feats: Ten
     if protocol in ("linear", "all"):
         out["linear_top1"] = linear_probe(train_feats, train_labels, test_feats, test_labels,
                                           num_classes)
+        out["linear_protocol"] = LINEAR_PROTOCOL
     return out
+
+
+#: How :func:`linear_probe` trains, as ``eval.json`` records it.
+LINEAR_PROTOCOL = ("offline: logistic regression on frozen, standardised features computed "
+                   "once without augmentation; AdamW lr 0.01, weight decay 1e-5, 100 epochs, "
+                   "cosine decay")
 
 
 def evaluate(path: Any, *, data: str | None = None, protocol: str = "all",
              device: str = "auto", random_init: bool = False, data_root: str | None = None,
-             download: bool = False, plugins: Any = None, write: bool = True) -> dict[str, Any]:
+             download: bool = False, plugins: Any = None, write: bool = True,
+             features: str = FINAL_STAGE, k: int = 200) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint on frozen features.
 
     Args:
@@ -142,7 +200,12 @@ def evaluate(path: Any, *, data: str | None = None, protocol: str = "all",
             ``train`` split is the kNN bank / probe training set, ``test`` the queries.
         protocol: ``knn``, ``linear`` or ``all``.
         random_init: evaluate the same backbone at random initialisation instead.
-        write: write ``eval.json`` (``eval-random-init.json``) into the run directory.
+        write: write ``eval.json`` (``eval-random-init.json``) into the run directory;
+            features other than ``final`` go to ``eval-FEATURES.json``
+            (``eval-random-init-FEATURES.json``).
+        features: ``final``, a backbone stage (``stage2``) or ``embedding`` (see the
+            module docstring).
+        k: neighbours of the kNN vote.
 
     Returns:
         ``knn_top1`` and/or ``linear_top1`` (fractions in [0, 1]) and details.
@@ -150,13 +213,16 @@ def evaluate(path: Any, *, data: str | None = None, protocol: str = "all",
     import json
 
     from sslzoo.data import load_data
-    from sslzoo.errors import ConfigError, DataError
+    from sslzoo.errors import DataError
     from sslzoo.runs import load_run
 
     if protocol not in ("knn", "linear", "all"):
         raise ConfigError(f"protocol must be knn, linear or all, got {protocol!r}")
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}; set it with --knn-k")
     dev = distributed.init_from_env(device)
     run = load_run(path, dev, plugins=plugins, random_init=random_init)
+    _embed_fn(run.method, features)  # an unknown name fails before the data is loaded
     t = run.spec.train
     name = data or t.data
     root = data_root if data_root is not None else t.data_root
@@ -171,16 +237,30 @@ def evaluate(path: Any, *, data: str | None = None, protocol: str = "all",
                             "per class)")
         splits[split] = (images, labels)
     autocast = dev.type == "cuda"
-    feats = {s: extract_features(run.method, splits[s][0], dev, autocast=autocast) for s in splits}
+    feats = {s: extract_features(run.method, splits[s][0], dev, autocast=autocast,
+                                 features=features) for s in splits}
+    temperature = run.method.knn_temperature if features == EMBEDDING else KNN_TEMPERATURE
     result = evaluate_features(feats["train"], splits["train"][1].to(dev), feats["test"],
-                               splits["test"][1].to(dev), protocol=protocol)
+                               splits["test"][1].to(dev), protocol=protocol, k=k,
+                               temperature=temperature)
     result = {"method": run.spec.method_cls.name, "backbone": t.backbone, "data": name,
-              "step": 0 if random_init else run.step, "random_init": random_init,
+              "image_size": t.image_size, "step": 0 if random_init else run.step,
+              "random_init": random_init, "features": features,
+              "protocols": ["knn", "linear"] if protocol == "all" else [protocol],
               "checkpoint": str(run.checkpoint_path), **result}
     if write and run.run_dir is not None and distributed.is_main():
-        out = run.run_dir / ("eval-random-init.json" if random_init else "eval.json")
-        out.write_text(json.dumps(result, indent=2))
+        out = run.run_dir / eval_file_name(features, random_init)
+        from sslzoo.checkpoint import write_text_atomic
+
+        write_text_atomic(out, json.dumps(result, indent=2))
     return result
+
+
+def eval_file_name(features: str = FINAL_STAGE, random_init: bool = False) -> str:
+    """``eval.json``, ``eval-random-init.json``, ``eval-stage2.json`` ..."""
+    parts = ["eval"] + (["random-init"] if random_init else []) \
+        + ([features] if features != FINAL_STAGE else [])
+    return "-".join(parts) + ".json"
 
 
 def _images_labels_of(data: Any) -> tuple[Tensor, Tensor]:

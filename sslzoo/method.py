@@ -145,6 +145,24 @@ class Method(nn.Module):
         """Frozen features of images in ``[0, 1]`` for evaluation: ``(B, num_features)``."""
         return self.encoder(self.preprocess(x))
 
+    @torch.no_grad()
+    def embedding(self, x: Tensor) -> Tensor | None:
+        """The method's own embedding of images in ``[0, 1]``, the space its loss
+        compares instances in, ``(B, D)``; ``None`` (the default) when it has none.
+
+        Contrastive methods with a projection head override it (InstDisc and
+        InvaSpread score kNN on their L2-normalised 128-d embedding);
+        ``sslzoo eval --features embedding`` evaluates it, with :attr:`knn_temperature`.
+        """
+        return None
+
+    @property
+    def knn_temperature(self) -> float:
+        """Temperature of the weighted kNN vote on :meth:`embedding`: the method's own
+        (InstDisc Sec. 3.4 scores its embedding with its training temperature). Backbone
+        features are scored with InstDisc's 0.07 whatever the method."""
+        return float(getattr(self.config, "temperature", None) or 0.07)
+
     def prepare(self, images: Tensor) -> None:
         """Called once before training with a uint8 sample of training images.
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The committed comparisons of benchmarks/RESULTS.md's quality section. Each command is
+# resumable: rerunning it reuses the finished runs under its --out directory (delete a
+# run directory, or the whole --out, to measure again). Afterwards:
+#   python benchmarks/make_results.py     # regenerates the quality section of RESULTS.md
+# On a machine shared with other jobs, OMP_NUM_THREADS=1 is several times faster (the
+# recorded runs used it; see RESULTS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${SSLZOO_COMPARE_WORK:-benchmarks/compare}
+
+# Per-method settings, all documented options, chosen from the data set's size (never
+# from test accuracy): MoCo's queue and InstDisc's noise samples must be smaller than the
+# 1,438 training digits (the methods warn otherwise); CPC's 7x7 grid needs >= 32 px, so a
+# 3x3 grid with 2 prediction steps at 16 px.
+SMALL_DATA_SETS=(--set moco.queue_size=1024 --set instdisc.loss=softmax
+                 --set cpc.grid=3 --set cpc.prediction_steps=2)
+ALL=rotation,jigsaw,inpainting,colorization,instdisc,invaspread,simclr,moco,cpc
+
+# Digits: 9 methods x 3 seeds (+ random init), about 10 minutes on a quiet 2-core machine.
+sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-size 16 \
+    --budget-steps 20 --batch-size 32 --seeds 0,1,2 "${SMALL_DATA_SETS[@]}" \
+    --out "$WORK/digits"
+
+# Colour photographs (pip install 'sslzoo[photos]'): 1,200 / 400 crops of ten photos,
+# test crops from regions no training crop touches; 32 px so that jigsaw tiles, inpainting
+# masks and CPC's 7x7 grid have texture to work with.
+sslzoo compare --data photos --methods "$ALL" --backbone small_resnet10 --image-size 32 \
+    --budget-steps 40 --batch-size 32 --seeds 0,1,2 \
+    --set moco.queue_size=1024 --set instdisc.loss=softmax \
+    --out "$WORK/photos"
