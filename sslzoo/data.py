@@ -110,6 +110,10 @@ def resize_square(x: Tensor, size: int, chunk: int = 1024) -> Tensor:
 _WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
+class SkippedFilesWarning(UserWarning):
+    """Some files of an image folder were skipped (they are listed in ``skipped``)."""
+
+
 def to_rgb(img: Any) -> Any:
     """A PIL image as 8-bit RGB: EXIF rotation applied, palette and RGBA (alpha dropped),
     CMYK, grayscale and 16-bit grayscale (scaled by 1/257) converted."""
@@ -348,7 +352,7 @@ def load_folder(path: str | Path, split: str, image_size: int, *,
     if bad:  # skip broken files, but say which
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}: "
                       f"{', '.join(p for p, _ in bad[:10])}{' ...' if len(bad) > 10 else ''}",
-                      stacklevel=2)
+                      SkippedFilesWarning, stacklevel=2)
     files, labels = [files[i] for i in good], [labels[i] for i in good]
     if streaming:
         return StreamingDataset(files, labels, image_size, classes, str(root), skipped=bad,

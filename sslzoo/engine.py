@@ -141,7 +141,7 @@ class Trainer:
 
     # -- set-up -------------------------------------------------------------------------
     def _setup(self) -> None:
-        from sslzoo.data import load_data, sample_images
+        from sslzoo.data import SkippedFilesWarning, load_data, sample_images
         from sslzoo.loaders import make_loader
 
         t = self.spec.train
@@ -156,8 +156,11 @@ class Trainer:
         run_dir = Path(t.out) if t.out else default_run_dir(t.method)
         self.state = TrainState(run_dir=Path(distributed.broadcast_object(str(run_dir))))
 
-        self.data = load_data(t.data, "train", t.image_size, root=t.data_root, download=t.download,
-                              registry=self.plugins.datasets, strict=t.strict_data)
+        with warnings.catch_warnings():   # skipped files are reported once, below
+            warnings.simplefilter("ignore", SkippedFilesWarning)
+            self.data = self._build(lambda: load_data(
+                t.data, "train", t.image_size, root=t.data_root, download=t.download,
+                registry=self.plugins.datasets, strict=t.strict_data))
         _report_skipped(self.data, quiet=self.quiet or not distributed.is_main())
         self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True, drop_last=True,
                                   seed=t.seed, rank=self.rank, world_size=self.world,
@@ -168,7 +171,7 @@ class Trainer:
 
         torch.manual_seed(t.seed)                  # identical initial weights on every rank
         info = DataInfo(num_samples=len(self.data), image_size=t.image_size)
-        self.method = build_method(self.spec, info, self.plugins).to(self.device)
+        self.method = self._build(lambda: build_method(self.spec, info, self.plugins)).to(self.device)
         if cuda:
             self.method = self.method.to(memory_format=torch.channels_last)
         self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
@@ -205,6 +208,15 @@ class Trainer:
             self._load_checkpoint()
         elif distributed.is_main():
             self._write_config()
+
+    def _build(self, make: Callable[[], Any]) -> Any:
+        """``make()``, with sizes too large to allocate reported as a settings error."""
+        try:
+            return make()
+        except (RuntimeError, MemoryError, OverflowError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ConfigError(f"cannot build the run with {_given_settings(self.spec)} "
+                              f"({type(exc).__name__}: {first}); use smaller sizes") from None
 
     def _check_output_dir(self) -> None:
         """Writable, with room for two checkpoints (plus ``--keep`` step files), before
@@ -428,6 +440,21 @@ class Trainer:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def _given_settings(spec: RunSpec) -> str:
+    """The settings that differ from their defaults, as flags (for error messages)."""
+    from sslzoo import config as cfg
+
+    parts = []
+    for obj, prefix in ((spec.train, "--"), (spec.method_config, "--set "),
+                        (spec.augment_config, "--set aug.")):
+        defaults = cfg.to_dict(type(obj)())
+        for key, value in cfg.to_dict(obj).items():
+            if value != defaults.get(key) and key not in ("method", "out", "augment"):
+                flag = prefix + key.replace("_", "-") if prefix == "--" else prefix + key
+                parts.append(f"{flag}={cfg.format_value(tuple(value) if isinstance(value, list) else value)}")
+    return ", ".join(parts) or "the default settings"
 
 
 def _report_skipped(data: Any, quiet: bool) -> None:
