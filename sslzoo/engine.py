@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from sslzoo import checkpoint, distributed
 from sslzoo.build import RunSpec, build_method
-from sslzoo.errors import CheckpointError, ConfigError, TrainingError
+from sslzoo.errors import CheckpointError, ConfigError, DataError, TrainingError
 from sslzoo.method import DataInfo, Method
 from sslzoo.numerics import NonFiniteGuard
 from sslzoo.plugins import Plugins, default_plugins
@@ -161,10 +161,18 @@ class Trainer:
             self.data = self._build(lambda: load_data(
                 t.data, "train", t.image_size, root=t.data_root, download=t.download,
                 registry=self.plugins.datasets, strict=t.strict_data))
+        skipped = list(getattr(self.data, "skipped", ()))
+        try:
+            self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True,
+                                      drop_last=True, seed=t.seed, rank=self.rank,
+                                      world_size=self.world, num_workers=t.num_workers,
+                                      channels_last=cuda)
+        except DataError as exc:
+            if not skipped:
+                raise
+            raise DataError(f"{exc} ({len(skipped)} broken file(s) were skipped, e.g. "
+                            f"{skipped[0][0]})") from None
         _report_skipped(self.data, quiet=self.quiet or not distributed.is_main())
-        self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True, drop_last=True,
-                                  seed=t.seed, rank=self.rank, world_size=self.world,
-                                  num_workers=t.num_workers, channels_last=cuda)
         steps_per_epoch = len(self.loader)
         total = t.epochs * steps_per_epoch
         self.state.total_steps = min(total, t.max_steps) if t.max_steps else total

@@ -45,7 +45,9 @@ def make_broken_folder(root):
     os.mkfifo(root / "pipe.jpg")                                         # would block a reader
     Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(root / "cmyk.jpg")
     Image.fromarray(np.full((20, 20), 32768, dtype=np.uint16)).save(root / "gray16.png")
-    Image.new("RGB", (20, 20), (0, 200, 0)).convert("P").save(root / "palette.png")
+    palette = Image.new("P", (20, 20), 1)
+    palette.putpalette([0, 0, 0, 0, 200, 0])
+    palette.save(root / "palette.png")
     Image.new("RGBA", (20, 20), (10, 20, 30, 0)).save(root / "rgba.png")
     _exif_rotated(root / "exif-rotated.jpg")
     return root
