@@ -16,9 +16,9 @@ import torch
 
 from sslzoo import checkpoint
 
-STEPS, EVERY, KEEP = 20, 3, 2           # 16 steps per epoch: the run crosses an epoch end
+STEPS, EVERY, KEEP = 12, 3, 2           # 8 steps per epoch: the run crosses an epoch end
 BASE = ["--data", "synthetic", "--backbone", "test_efficientnet", "--image-size", "16",
-        "--batch-size", "16", "--max-steps", str(STEPS), "--checkpoint-every", str(EVERY),
+        "--batch-size", "32", "--max-steps", str(STEPS), "--checkpoint-every", str(EVERY),
         "--keep", str(KEEP), "--log-every", "1", "--device", "cpu", "--seed", "3"]
 METHODS = {
     "simclr": ["--set", "proj_hidden_dim=32", "--set", "proj_dim=16"],
@@ -116,7 +116,7 @@ def test_run_killed_at_random_moments_resumes_to_identical_weights(tmp_path, met
     assert not _temporaries(killed)
     _assert_same_state(checkpoint.load(straight / "checkpoints" / "last.pt"),
                        checkpoint.load(killed / "checkpoints" / "last.pt"))
-    expected = [checkpoint.step_name(s) for s in (18, 15)][::-1]
+    expected = [checkpoint.step_name(s) for s in range(EVERY, STEPS + 1, EVERY)][-KEEP:]
     assert [p.name for p in checkpoint.step_checkpoints(killed / "checkpoints")] == expected
     assert [p.name for p in checkpoint.step_checkpoints(straight / "checkpoints")] == expected
     steps = [int(line.split('"step": ')[1].split(",")[0])
