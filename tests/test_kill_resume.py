@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from sslzoo import checkpoint
+from sslzoo.cli import cli
 
 STEPS, EVERY, KEEP = 12, 3, 2           # 8 steps per epoch: the run crosses an epoch end
 BASE = ["--data", "synthetic", "--backbone", "test_efficientnet", "--image-size", "16",
@@ -119,6 +121,10 @@ def test_run_killed_at_random_moments_resumes_to_identical_weights(tmp_path, met
     expected = [checkpoint.step_name(s) for s in range(EVERY, STEPS + 1, EVERY)][-KEEP:]
     assert [p.name for p in checkpoint.step_checkpoints(killed / "checkpoints")] == expected
     assert [p.name for p in checkpoint.step_checkpoints(straight / "checkpoints")] == expected
+    oldest = checkpoint.step_checkpoints(killed / "checkpoints")[0]   # export takes any of them
+    exported = CliRunner().invoke(cli, ["export", str(oldest), "--out", str(tmp_path / "b.pth")])
+    assert exported.exit_code == 0, exported.output
+    assert torch.load(tmp_path / "b.pth", weights_only=True)
     steps = [int(line.split('"step": ')[1].split(",")[0])
              for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, STEPS + 1))
