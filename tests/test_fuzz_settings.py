@@ -9,6 +9,7 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +26,7 @@ FIXED = ["--data", "synthetic", "--backbone", "test_efficientnet", "--image-size
 # values that keep a step fast: the heads and banks of every method stay tiny
 SMALL = ["--set", "proj_hidden_dim=8", "--set", "proj_dim=8", "--set", "dim=8",
          "--set", "mlp_hidden_dim=8", "--set", "queue_size=16", "--set", "nce_k=8"]
-FUZZ = settings(max_examples=5, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=3, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 NASTY_TEXT = st.sampled_from(["", " ", "nan", "inf", "-inf", "1e400", "-1", "0", "1", "2.5",
@@ -80,6 +81,7 @@ def augment_assignment(draw):
     return augment, key, draw(VALUES)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(method_assignment())
 def test_any_method_setting_trains_or_exits_2_naming_it(case):
@@ -87,6 +89,7 @@ def test_any_method_setting_trains_or_exits_2_naming_it(case):
     _assert_trained_or_one_line_naming(_run(method, "--set", f"{key}={value}"), [key])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(augment_assignment())
 def test_any_augment_setting_trains_or_exits_2_naming_it(case):
@@ -125,6 +128,7 @@ def toml_file(draw):
     return method, table, key, draw(TOML_VALUES)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(toml_file())
 def test_any_toml_config_trains_or_exits_2_naming_the_setting(case):
