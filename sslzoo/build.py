@@ -55,6 +55,9 @@ class TrainConfig:
     augment: str | None = cfg.hp(None, "augment pipeline (default: the method's)")
     eval_every: int = cfg.hp(0, "kNN monitor every N epochs (0: off)", ge=0)
     checkpoint_every: int = cfg.hp(0, "also checkpoint every N steps (0: at epoch ends)", ge=0)
+    keep: int = cfg.hp(0, "keep the K most recent step-NNNNNN.pt checkpoints (0: last.pt only)", ge=0)
+    skip_nonfinite: int = cfg.hp(0, "skip up to N steps whose loss is not finite (0: stop)", ge=0)
+    strict_data: bool = cfg.hp(False, "stop at the first image file that cannot be read")
     log_every: int = cfg.hp(10, "write metrics every N steps", ge=1)
     num_workers: int = cfg.hp(2, "DataLoader workers for streamed image folders", ge=0)
     logger: Literal["jsonl", "tensorboard"] = cfg.hp(

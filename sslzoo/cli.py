@@ -153,6 +153,10 @@ def _complete_method(ctx: click.Context, param: click.Parameter, incomplete: str
 @click.option("--resume", is_flag=True, help="continue the run in --out (default: the latest run of METHOD)")
 @click.option("--eval-every", type=int, help="kNN monitor every N epochs (0: off)")
 @click.option("--checkpoint-every", type=int, help="also checkpoint every N steps")
+@click.option("--keep", type=int, help="keep the K most recent step checkpoints (0: last.pt only)")
+@click.option("--skip-nonfinite", type=int, help="skip up to N steps with a non-finite loss (0: stop)")
+@click.option("--strict-data", is_flag=True, default=None,
+              help="stop at the first unreadable image file instead of skipping it")
 @click.option("--log-every", type=int, help="write metrics every N steps [default: 10]")
 @click.option("--num-workers", type=int, help="DataLoader workers for streamed folders")
 @click.option("--logger", type=click.Choice(["jsonl", "tensorboard"]),
@@ -200,7 +204,7 @@ def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: b
 
 
 RESUMABLE = ("epochs", "max_steps", "device", "precision", "num_workers", "eval_every",
-             "log_every", "checkpoint_every", "logger")
+             "log_every", "checkpoint_every", "logger", "keep", "skip_nonfinite")
 
 
 def spec_toml(spec: Any) -> str:

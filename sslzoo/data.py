@@ -15,6 +15,12 @@ splits; otherwise a labelled folder is split 80/20 per class with seed 0 (see
 :func:`stratified_split`), and an unlabelled one is all training data with an empty test
 split. Code that needs labels checks for them (:func:`require_labels`), so evaluating an
 unlabelled folder fails with a clear error while pretraining on it works.
+
+Broken files in a folder are handled one way everywhere (:func:`scan_image_files`):
+anything that decodes becomes RGB (CMYK, 16-bit, palette, RGBA, grayscale; EXIF rotation
+applied), and what does not (unreadable, zero-byte, truncated, not an image) is skipped
+and listed in ``skipped`` as ``(path, reason)`` pairs, or with ``strict`` stops loading
+with a :class:`DataError` naming the first such file.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +66,7 @@ class ImageData:
     labels: Tensor
     classes: list[str] | None
     name: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of broken files
 
     def __len__(self) -> int:
         return len(self.images)
@@ -100,34 +107,59 @@ def resize_square(x: Tensor, size: int, chunk: int = 1024) -> Tensor:
     return out
 
 
-def read_image(path: str | Path, size: int) -> Tensor:
-    """Decode an image file to RGB, resize its shorter side to ``size`` and centre-crop.
+_WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
-    Grayscale, palette and RGBA images become RGB (alpha dropped); EXIF rotation is
-    applied. Returns ``(3, size, size)`` uint8. Raises :class:`DataError` naming the file
-    if it cannot be decoded.
-    """
+
+class SkippedFilesWarning(UserWarning):
+    """Some files of an image folder were skipped (they are listed in ``skipped``)."""
+
+
+def to_rgb(img: Any) -> Any:
+    """A PIL image as 8-bit RGB: EXIF rotation applied, palette and RGBA (alpha dropped),
+    CMYK, grayscale and 16-bit grayscale (scaled by 1/257) converted."""
     from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _WIDE_GRAY_MODES:  # 16-bit PNGs: 0..65535 -> 0..255, not clipped
+        wide = np.asarray(img, dtype=np.float64) / 257.0
+        img = Image.fromarray(wide.round().clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def read_image(path: str | Path, size: int) -> Tensor:
+    """Decode an image file to RGB (:func:`to_rgb`), resize its shorter side to ``size``
+    and centre-crop. Returns ``(3, size, size)`` uint8.
+
+    Raises:
+        DataError: naming the file, if it cannot be read or decoded.
+    """
+    from PIL import Image
     import torchvision.transforms.functional as TF
 
     try:
         with Image.open(path) as img:
             img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
-            img = ImageOps.exif_transpose(img)
-            if img.mode == "P":
-                img = img.convert("RGBA")
-            img = img.convert("RGB")
+            img = to_rgb(img)
             img = TF.center_crop(TF.resize(img, size, antialias=True), [size, size])
             return TF.pil_to_tensor(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}; remove or replace the file") from exc
+        raise DataError(f"cannot read image {path}: {_reason(exc)}; remove or replace the "
+                        "file") from exc
 
 
-def _read_or_none(path: Path, size: int) -> Tensor | None:
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def _decode(path: Path, size: int) -> tuple[Tensor | None, str]:
+    """``(image, "")`` or ``(None, why it cannot be used)``."""
     try:
-        return read_image(path, size)
-    except DataError:
-        return None
+        return read_image(path, size), ""
+    except DataError as exc:
+        return None, _reason(exc.__cause__ or exc)
 
 
 # ------------------------------------------------------------------------ image folders
@@ -135,6 +167,65 @@ def _read_or_none(path: Path, size: int) -> Tensor | None:
 
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def check_image_file(path: Path) -> str:
+    """Why ``path`` cannot be an image without decoding it ("" if it may be one): not a
+    regular file (a dangling link, a pipe), empty, unreadable, or not an image format."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if not path.is_file():
+        return "not a regular file"
+    if st.st_size == 0:
+        return "empty file"
+    try:
+        with Image.open(path):
+            pass
+    except UnidentifiedImageError:
+        return "not an image"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or _reason(exc)}"
+    return ""
+
+
+def scan_image_files(files: Sequence[Path], image_size: int, *, decode: bool,
+                     strict: bool = False) -> tuple[list[int], Tensor | None, list[tuple[str, str]]]:
+    """Sort an image folder's files into usable and broken ones.
+
+    Every file is checked (:func:`check_image_file`); with ``decode`` the usable ones are
+    also decoded and resized (in threads), which catches truncated files too.
+
+    Returns:
+        ``(indices of the usable files, their images (n, 3, S, S) uint8 when decode else
+        None, [(path, reason)] of the skipped ones)``.
+
+    Raises:
+        DataError: with ``strict``, at the first broken file.
+    """
+    def one(path: Path) -> tuple[Tensor | None, str]:
+        why = check_image_file(path)
+        if why or not decode:
+            return None, why
+        return _decode(path, image_size)
+
+    good, images, bad = [], [], []
+    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        for i, (img, why) in enumerate(pool.map(one, files)):
+            if why:
+                if strict:
+                    raise DataError(f"--strict-data: cannot use {files[i]} ({why}); remove or "
+                                    "replace it, or drop --strict-data to skip such files")
+                bad.append((str(files[i]), why))
+                continue
+            good.append(i)
+            if decode:
+                images.append(img)
+    stacked = torch.stack(images) if decode and images else None
+    return good, stacked, bad
 
 
 def _images_below(folder: Path) -> list[Path]:
@@ -201,21 +292,33 @@ def _folder_split(root: Path, split: str) -> tuple[list[Path], list[int], list[s
 class StreamingDataset(Dataset):
     """Image files decoded and resized on demand (for folders too big to keep in memory).
 
-    ``dataset[i]`` is ``(image (3, S, S) uint8, label, i)``; a file that cannot be
-    decoded raises :class:`DataError` naming it.
+    ``dataset[i]`` is ``(image (3, S, S) uint8, label, i)``. A file that passed the scan
+    but fails to decode (a truncated one) raises :class:`DataError` naming it with
+    ``strict``; otherwise the next file that decodes stands in for it (deterministic, so
+    an exact resume still holds) and a warning names it.
     """
 
     def __init__(self, files: Sequence[str | Path], labels: Sequence[int], image_size: int,
-                 classes: list[str] | None = None, name: str = "") -> None:
+                 classes: list[str] | None = None, name: str = "", *,
+                 skipped: Sequence[tuple[str, str]] = (), strict: bool = False) -> None:
         self.files = [str(f) for f in files]
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
         self.image_size, self.classes, self.name = image_size, classes, name
+        self.skipped, self.strict = list(skipped), strict
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
-        return read_image(self.files[i], self.image_size), int(self.labels[i]), i
+        for k in range(min(len(self.files), 16)):
+            j = (i + k) % len(self.files)
+            try:
+                return read_image(self.files[j], self.image_size), int(self.labels[i]), i
+            except DataError as exc:
+                if self.strict:
+                    raise
+                warnings.warn(f"{exc}; using the next image in its place", stacklevel=2)
+        raise DataError(f"none of 16 files from {self.files[i]} on in {self.name} can be decoded")
 
     @property
     def labelled(self) -> bool:
@@ -223,13 +326,13 @@ class StreamingDataset(Dataset):
 
 
 def load_folder(path: str | Path, split: str, image_size: int, *,
-                memory_budget: int = 2 << 30) -> ImageData | StreamingDataset:
+                memory_budget: int = 2 << 30, strict: bool = False) -> ImageData | StreamingDataset:
     """One split of an image folder (layout and split rule in the module docstring).
 
-    In memory when ``N * 3 * S * S`` bytes fit ``memory_budget``: files that cannot be
-    decoded are then skipped with a warning listing them, and :class:`DataError` is raised
-    only if none can be read. Otherwise a :class:`StreamingDataset`, which raises on a bad
-    file when it reaches it.
+    In memory when ``N * 3 * S * S`` bytes fit ``memory_budget``, else a
+    :class:`StreamingDataset`. Broken files are skipped and listed in the result's
+    ``skipped`` (with a warning), or with ``strict`` raise :class:`DataError`
+    (:func:`scan_image_files`); :class:`DataError` also if no file can be used.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -241,25 +344,20 @@ def load_folder(path: str | Path, split: str, image_size: int, *,
     if not files:
         return ImageData(torch.empty((0, 3, image_size, image_size), dtype=torch.uint8),
                          torch.empty(0, dtype=torch.long), classes, str(root))
-    if len(files) * 3 * image_size ** 2 > memory_budget:
-        return StreamingDataset(files, labels, image_size, classes, str(root))
-    images = torch.empty((len(files), 3, image_size, image_size), dtype=torch.uint8)
-    ok = torch.zeros(len(files), dtype=torch.bool)
-    with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
-        for i, img in enumerate(pool.map(lambda f: _read_or_none(f, image_size), files)):
-            if img is not None:
-                images[i], ok[i] = img, True
-    if not ok.any():
-        raise DataError(f"none of the {len(files)} images in {root} ({split}) could be decoded, "
-                        f"e.g. {files[0]}")
-    if not ok.all():  # skip unreadable files, but say which
-        bad = [str(f) for f, good in zip(files, ok.tolist()) if not good]
+    streaming = len(files) * 3 * image_size ** 2 > memory_budget
+    good, images, bad = scan_image_files(files, image_size, decode=not streaming, strict=strict)
+    if not good:
+        raise DataError(f"none of the {len(files)} image files in {root} ({split}) could be decoded, "
+                        f"e.g. {bad[0][0]} ({bad[0][1]})")
+    if bad:  # skip broken files, but say which
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {root}: "
-                      f"{', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}", stacklevel=2)
-    labels_t = torch.tensor(labels, dtype=torch.long)
-    if not ok.all():
-        images, labels_t = images[ok], labels_t[ok]
-    return ImageData(images, labels_t, classes, str(root))
+                      f"{', '.join(p for p, _ in bad[:10])}{' ...' if len(bad) > 10 else ''}",
+                      SkippedFilesWarning, stacklevel=2)
+    files, labels = [files[i] for i in good], [labels[i] for i in good]
+    if streaming:
+        return StreamingDataset(files, labels, image_size, classes, str(root), skipped=bad,
+                                strict=strict)
+    return ImageData(images, torch.tensor(labels, dtype=torch.long), classes, str(root), bad)
 
 
 # --------------------------------------------------------------------- registered sets
@@ -437,7 +535,7 @@ def default_root() -> Path:
 
 def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Path | None = None,
               download: bool = False, registry: Registry | None = None,
-              memory_budget: int = 2 << 30) -> ImageData | Dataset:
+              memory_budget: int = 2 << 30, strict: bool = False) -> ImageData | Dataset:
     """Load one split of a registered data set or of an image folder.
 
     Args:
@@ -450,6 +548,7 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
         registry: the data set registry (default: the installed plugins').
         memory_budget: bytes of uint8 pixels a split may take in memory before a folder
             (or a factory that accepts ``memory_budget``) streams instead.
+        strict: an image folder's first broken file raises instead of being skipped.
 
     Returns:
         :class:`ImageData`, or a Dataset of ``(uint8 image, label, index)`` to stream.
@@ -465,7 +564,7 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
         path = Path(name_or_path).expanduser()
         if path.exists() or any(s in name_or_path for s in ("/", os.sep, "~")) \
                 or name_or_path.startswith("."):
-            return load_folder(path, split, image_size, memory_budget=memory_budget)
+            return load_folder(path, split, image_size, memory_budget=memory_budget, strict=strict)
     entry = registry.get(name_or_path, hint="--data also takes the path of an image folder "
                                              f"(and there is no {Path(name_or_path).resolve()})")
     try:

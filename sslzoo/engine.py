@@ -3,6 +3,12 @@
 Device auto-selection, bf16 autocast and channels_last on CUDA, optional torch.compile,
 linear warm-up + cosine learning rate, gradient clipping, seeds, metrics.jsonl, atomic
 checkpoints that resume exactly, a kNN monitor, and DDP under torchrun.
+
+The step itself never waits for the device: non-finite losses are counted on the device
+(:mod:`sslzoo.numerics`) and read when metrics are logged and before anything is saved,
+so a broken state never reaches a checkpoint. Checkpoints (:mod:`sslzoo.checkpoint`) are
+durable and rotated; a run killed at any moment resumes to exactly the weights of an
+uninterrupted one.
 """
 from __future__ import annotations
 
@@ -23,14 +29,13 @@ from torch import Tensor, nn
 
 from sslzoo import checkpoint, distributed
 from sslzoo.build import RunSpec, build_method
-from sslzoo.errors import CheckpointError, ConfigError, SslzooError
+from sslzoo.errors import CheckpointError, ConfigError, DataError, TrainingError
 from sslzoo.method import DataInfo, Method, peak_learning_rate
+from sslzoo.numerics import NonFiniteGuard
 from sslzoo.plugins import Plugins, default_plugins
 from sslzoo.progress import MetricLog, Progress
 
-
-class TrainingError(SslzooError):
-    """Training cannot go on (e.g. the loss became NaN)."""
+__all__ = ["Trainer", "TrainState", "TrainingError", "build_optimizer", "lr_lambda", "train"]
 
 
 @dataclass
@@ -52,22 +57,35 @@ def default_run_dir(method: str) -> Path:
 
 
 def build_optimizer(method: Method, peak_lr: float) -> torch.optim.Optimizer:
-    """The optimiser the method's Config names, over its parameter groups."""
+    """The optimiser the method's Config names, over its parameter groups.
+
+    SGD, Adam and AdamW use torch's fused kernels (one kernel per step for all
+    parameters) where torch has them for the parameters' device, else the foreach ones.
+    """
     c = method.config
     groups = method.parameter_groups()
     for group in groups:  # timm's convention: a group may run at a multiple of the rate
         if "lr_scale" in group:
             group["lr"] = peak_lr * group["lr_scale"]
-    if c.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=peak_lr, momentum=c.momentum,
-                               weight_decay=c.weight_decay, nesterov=getattr(c, "nesterov", False))
     if c.optimizer == "lars":
         from timm.optim import Lars
 
         return Lars(groups, lr=peak_lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    betas = (c.momentum, getattr(c, "beta2", 0.999))
-    cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=peak_lr, betas=betas, weight_decay=c.weight_decay)
+    if c.optimizer == "sgd":
+        cls: type[torch.optim.Optimizer] = torch.optim.SGD
+        kwargs: dict[str, Any] = dict(momentum=c.momentum, weight_decay=c.weight_decay,
+                                      nesterov=getattr(c, "nesterov", False))
+    else:
+        cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+        kwargs = dict(betas=(c.momentum, getattr(c, "beta2", 0.999)), weight_decay=c.weight_decay)
+    try:
+        return cls(groups, lr=peak_lr, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or dtype
+        groups = method.parameter_groups()
+        for group in groups:
+            if "lr_scale" in group:
+                group["lr"] = peak_lr * group["lr_scale"]
+        return cls(groups, lr=peak_lr, foreach=True, **kwargs)
 
 
 def convert_sync_batch_norm(method: Method) -> Method:
@@ -128,9 +146,8 @@ class Trainer:
 
     # -- set-up -------------------------------------------------------------------------
     def _setup(self) -> None:
-        from sslzoo.data import load_data, sample_images
+        from sslzoo.data import SkippedFilesWarning, load_data, sample_images
         from sslzoo.loaders import make_loader
-
         from sslzoo.runs import check_loads_back
 
         t = self.spec.train
@@ -146,18 +163,30 @@ class Trainer:
         run_dir = Path(t.out) if t.out else default_run_dir(t.method)
         self.state = TrainState(run_dir=Path(distributed.broadcast_object(str(run_dir))))
 
-        self.data = load_data(t.data, "train", t.image_size, root=t.data_root, download=t.download,
-                              registry=self.plugins.datasets)
-        self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True, drop_last=True,
-                                  seed=t.seed, rank=self.rank, world_size=self.world,
-                                  num_workers=t.num_workers, channels_last=cuda)
+        with warnings.catch_warnings():   # skipped files are reported once, below
+            warnings.simplefilter("ignore", SkippedFilesWarning)
+            self.data = self._build(lambda: load_data(
+                t.data, "train", t.image_size, root=t.data_root, download=t.download,
+                registry=self.plugins.datasets, strict=t.strict_data))
+        skipped = list(getattr(self.data, "skipped", ()))
+        try:
+            self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True,
+                                      drop_last=True, seed=t.seed, rank=self.rank,
+                                      world_size=self.world, num_workers=t.num_workers,
+                                      channels_last=cuda)
+        except DataError as exc:
+            if not skipped:
+                raise
+            raise DataError(f"{exc} ({len(skipped)} broken file(s) were skipped, e.g. "
+                            f"{skipped[0][0]})") from None
+        _report_skipped(self.data, quiet=self.quiet or not distributed.is_main())
         steps_per_epoch = len(self.loader)
         total = t.epochs * steps_per_epoch
         self.state.total_steps = min(total, t.max_steps) if t.max_steps else total
 
         torch.manual_seed(t.seed)                  # identical initial weights on every rank
         info = DataInfo(num_samples=len(self.data), image_size=t.image_size)
-        self.method = build_method(self.spec, info, self.plugins).to(self.device)
+        self.method = self._build(lambda: build_method(self.spec, info, self.plugins)).to(self.device)
         if cuda:
             self.method = self.method.to(memory_format=torch.channels_last)
         self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
@@ -185,11 +214,48 @@ class Trainer:
         self.step_lr = self.scheduler.get_last_lr()[0]
         self.scaler = torch.amp.GradScaler(self.device.type,
                                            enabled=self.autocast_dtype is torch.float16)
+        if distributed.is_main():
+            self._check_output_dir()
         torch.manual_seed(t.seed + 7919 * self.rank)  # augmentation differs across ranks
-        if self.resume:
+        self.guard = NonFiniteGuard(t.skip_nonfinite, self.device)
+        if self.resume and self._has_checkpoint():
             self._load_checkpoint()
         elif distributed.is_main():
             self._write_config()
+
+    def _build(self, make: Callable[[], Any]) -> Any:
+        """``make()``, with sizes too large to allocate reported as a settings error."""
+        try:
+            return make()
+        except (RuntimeError, MemoryError, OverflowError) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ConfigError(f"cannot build the run with {_given_settings(self.spec)} "
+                              f"({type(exc).__name__}: {first}); use smaller sizes") from None
+
+    def _check_output_dir(self) -> None:
+        """Writable, with room for two checkpoints (plus ``--keep`` step files), before
+        any work starts; removes temporary files a killed write left behind."""
+        ckpt_dir = self.state.run_dir / "checkpoints"
+        checkpoint.remove_temporaries(ckpt_dir)
+        checkpoint.remove_temporaries(self.state.run_dir)
+        model_bytes = sum(t.numel() * t.element_size() for t in self.method.state_dict().values())
+        trainable = sum(p.numel() * p.element_size() for p in self.method.parameters()
+                        if p.requires_grad)
+        per_checkpoint = model_bytes + 2 * trainable + (1 << 20)  # optimiser moments, metadata
+        checkpoint.check_room(self.state.run_dir, per_checkpoint, count=2 + self.spec.train.keep)
+
+    def _has_checkpoint(self) -> bool:
+        """Resuming a run killed before its first checkpoint starts it again from step 0."""
+        run_dir = self.state.run_dir
+        if (run_dir / "checkpoints" / checkpoint.LAST).exists():
+            return True
+        if not (run_dir / "config.json").exists():
+            raise CheckpointError(f"--resume: no checkpoint at {run_dir / 'checkpoints' / 'last.pt'}; "
+                                  "start the run without --resume, or point --out at an existing "
+                                  "run directory")
+        if not self.quiet and distributed.is_main():
+            print(f"{run_dir} has no checkpoint yet; starting it from step 0", file=sys.stderr)
+        return False
 
     def _write_config(self) -> None:
         run_dir = self.state.run_dir
@@ -199,9 +265,8 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").write_text("")
         config = run_config(self.spec, self.plugins, **self._extra())
-        tmp = run_dir / "config.json.tmp"
-        tmp.write_text(json.dumps(config, indent=2, default=str))
-        tmp.replace(run_dir / "config.json")
+        checkpoint.write_atomic(json.dumps(config, indent=2, default=str).encode(),
+                                run_dir / "config.json")
 
     # -- checkpoints --------------------------------------------------------------------
     def checkpoint_payload(self) -> dict[str, Any]:
@@ -213,20 +278,55 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "step": s.step, "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch,
             "rng": checkpoint.rng_state(),
+            "nonfinite_steps": list(self.guard.seen),
             "config": run_config(self.spec, self.plugins, **self._extra()),
         }
 
     def _extra(self) -> dict[str, Any]:
-        return {"num_samples": len(self.data), "world_size": self.world,
-                "peak_lr": self.peak_lr, "device": str(self.device)}
+        extra = {"num_samples": len(self.data), "world_size": self.world,
+                 "peak_lr": self.peak_lr, "device": str(self.device)}
+        skipped = list(getattr(self.data, "skipped", ()))
+        if skipped:
+            extra["skipped_files"] = {"count": len(skipped), "first": [
+                {"path": path, "reason": reason} for path, reason in skipped[:10]]}
+        return extra
 
-    def save_checkpoint(self) -> None:
-        """Write ``checkpoints/last.pt`` atomically (rank 0), with every rank's RNG state."""
+    def check_numerics(self, log: MetricLog | None = None) -> None:
+        """Read the device's non-finite record (one sync); log newly skipped steps.
+
+        Raises:
+            TrainingError: a non-finite loss beyond ``--skip-nonfinite``, naming its step.
+        """
+        new, over = self.guard.check()
+        for step in new:
+            msg = (f"skipped step {step}: the loss was not finite ({len(self.guard.seen)} of "
+                   f"--skip-nonfinite {self.guard.limit})")
+            if log is not None:
+                log.write({"step": step, "skipped_nonfinite": len(self.guard.seen)})
+            if not self.quiet and distributed.is_main():
+                print(msg, file=sys.stderr, flush=True)
+        if over is not None:
+            allowed = (f" (more than --skip-nonfinite {self.guard.limit})" if self.guard.limit
+                       else "")
+            raise TrainingError(
+                f"the loss is not finite at step {over}{allowed}; lower the learning rate "
+                f"(--lr, now {self.peak_lr:g}), set --clip-grad or --skip-nonfinite N; the last "
+                f"good checkpoint is in {self.state.run_dir / 'checkpoints'}")
+
+    def save_checkpoint(self, periodic: bool = False) -> None:
+        """Write ``checkpoints/last.pt`` durably (rank 0), with every rank's RNG state, and
+        with ``periodic`` and ``--keep K`` a rotated ``step-NNNNNN.pt``.
+
+        The non-finite record is checked first, so a broken state is never saved.
+        """
+        self.check_numerics()
         rngs = distributed.gather_object(checkpoint.rng_state())
         if distributed.is_main():
             payload = self.checkpoint_payload()
             payload["rng_ranks"] = rngs
-            checkpoint.save_atomic(payload, self.state.run_dir / "checkpoints" / "last.pt")
+            checkpoint.save_checkpoint(payload, self.state.run_dir / "checkpoints",
+                                       step=self.state.step if periodic else None,
+                                       keep=self.spec.train.keep)
 
     def _load_checkpoint(self) -> None:
         path = self.state.run_dir / "checkpoints" / "last.pt"
@@ -243,6 +343,10 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         s = self.state
         s.step, s.epoch, s.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        self.guard = NonFiniteGuard(self.spec.train.skip_nonfinite, self.device, s.step,
+                                    ckpt.get("nonfinite_steps", ()))
+        if distributed.is_main():
+            _truncate_metrics(s.run_dir / "metrics.jsonl", s.step)
         rngs = ckpt.get("rng_ranks") or [ckpt["rng"]]
         if len(rngs) == self.world:   # each rank continues its own augmentation stream
             checkpoint.set_rng_state(rngs[self.rank])
@@ -267,6 +371,7 @@ class Trainer:
                     s.batch_in_epoch += 1
                     log.add(out)
                     if s.step % t.log_every == 0 or s.step == s.total_steps:
+                        self.check_numerics(log)
                         s.metrics = log.flush(s, self.step_lr, len(images))
                         progress.update(s.step, s.metrics)
                     for cb in self.callbacks:
@@ -274,17 +379,19 @@ class Trainer:
                     if self.world > 1:  # every rank stops at the same step
                         s.stop = distributed.any_rank(s.stop)
                     if t.checkpoint_every and s.step % t.checkpoint_every == 0:
-                        self.save_checkpoint()
+                        self.save_checkpoint(periodic=True)
                     if s.stop or s.step >= s.total_steps:
                         break
                 else:
                     s.epoch, s.batch_in_epoch = s.epoch + 1, 0
                     if t.eval_every and s.epoch % t.eval_every == 0:
+                        self.check_numerics(log)
                         self._monitor(log)
                     self.save_checkpoint()
                     continue
                 break
         if log.pending:
+            self.check_numerics(log)
             s.metrics = log.flush(s, self.step_lr, t.batch_size)
         self.save_checkpoint()
         progress.close(s)
@@ -294,26 +401,25 @@ class Trainer:
         return s.run_dir
 
     def _step(self, images: Tensor, index: Tensor) -> dict[str, Tensor]:
+        """One optimiser step without a host-device sync (see :mod:`sslzoo.numerics`)."""
         t = self.spec.train
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
-            out = self.model(images, index)
-        loss = out["loss"]
-        if not torch.isfinite(loss.detach()).all():
-            raise TrainingError(
-                f"the loss is {loss.item()} at step {self.state.step + 1}; lower the learning "
-                f"rate (--lr, now {self.peak_lr:g}) or set --clip-grad; the last good "
-                f"checkpoint is in {self.state.run_dir / 'checkpoints'}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if t.clip_grad:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        guarded = list(self.method.parameters()) + list(self.method.buffers())
+        with self.guard.protect(guarded, self.optimizer):
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                out = self.model(images, index)
+            loss = out["loss"]
+            self.guard.observe(loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if t.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.method.on_step_end()
         self.step_lr = self.scheduler.get_last_lr()[0]  # the rate this step used
         self.scheduler.step()
-        self.method.on_step_end()
         return {k: v.detach() for k, v in out.items() if isinstance(v, Tensor) and v.numel() == 1}
 
     def _monitor(self, log: MetricLog) -> None:
@@ -350,6 +456,47 @@ class Trainer:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+
+
+def _given_settings(spec: RunSpec) -> str:
+    """The settings that differ from their defaults, as flags (for error messages)."""
+    from sslzoo import config as cfg
+
+    parts = []
+    for obj, prefix in ((spec.train, "--"), (spec.method_config, "--set "),
+                        (spec.augment_config, "--set aug.")):
+        defaults = cfg.to_dict(type(obj)())
+        for key, value in cfg.to_dict(obj).items():
+            if value != defaults.get(key) and key not in ("method", "out", "augment"):
+                flag = prefix + key.replace("_", "-") if prefix == "--" else prefix + key
+                parts.append(f"{flag}={cfg.format_value(tuple(value) if isinstance(value, list) else value)}")
+    return ", ".join(parts) or "the default settings"
+
+
+def _report_skipped(data: Any, quiet: bool) -> None:
+    """Say on stderr how many image files were skipped, and the first few."""
+    skipped = list(getattr(data, "skipped", ()))
+    if skipped and not quiet:
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        first = "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
+        print(f"skipped {len(skipped)} file(s) that cannot be read as images: {first}{more} "
+              "(listed in config.json; --strict-data stops instead)", file=sys.stderr, flush=True)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the rows a killed run logged after the checkpoint it resumes from."""
+    if not path.exists():
+        return
+    rows = path.read_text().splitlines(keepends=True)
+    kept = []
+    for row in rows:
+        try:
+            if json.loads(row).get("step", 0) <= step:
+                kept.append(row)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+    if len(kept) != len(rows):
+        checkpoint.write_atomic("".join(kept).encode(), path)
 
 
 def _images_labels(data: Any) -> tuple[Tensor | None, Tensor | None]:

@@ -54,3 +54,7 @@ def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     prefix = [c for c in choices if c.lower().startswith(low) and c != name][:n]
     fuzzy = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
     return list(dict.fromkeys(prefix + fuzzy))[:n]
+
+
+class TrainingError(SslzooError):
+    """Training cannot go on (e.g. the loss became NaN)."""

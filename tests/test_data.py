@@ -171,9 +171,10 @@ def test_empty_folder_missing_path_and_corrupt_file_errors(tmp_path, registry):
     with pytest.warns(UserWarning, match="skipped 1 unreadable image.*bad.png"):
         data = load_folder(tmp_path, "train", 8)
     assert len(data) == 1
-    streaming = load_folder(tmp_path, "train", 8, memory_budget=1)
-    with pytest.raises(DataError, match="cannot read image .*bad.png"):
-        streaming[streaming.files.index(str(tmp_path / "bad.png"))]
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image.*bad.png"):
+        streaming = load_folder(tmp_path, "train", 8, memory_budget=1)
+    assert streaming.files == [str(tmp_path / "good.png")]      # found when scanned
+    assert streaming.skipped == [(str(tmp_path / "bad.png"), "not an image")]
 
 
 def test_unknown_name_suggests_closest_and_mentions_folders(registry):
