@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import SIZE, make_byol
+from byol_testing import SIZE, make_byol
 from sslzoo_byol import BYOL, byol_loss, target_decay
 
 

@@ -117,7 +117,8 @@ class BYOL(sslzoo.Method):
         proj_dim: int = hp(256, "projection and prediction width (paper: 256)", ge=1)
         pred_hidden_dim: int = hp(4096, "predictor hidden width (paper: 4096)", ge=1)
         tau_base: float = hp(0.996, "target decay at the first step, cosine-increased to 1 "
-                                    "(paper: 0.996)", ge=0, le=1)
+                                    "(paper: 0.996; official presets for 40 / 100-300 "
+                                    "epochs: 0.97 / 0.99)", ge=0, le=1)
 
     def __init__(self, backbone: sslzoo.Backbone, config: Any, augment: sslzoo.Augment,
                  data: DataInfo) -> None:
