@@ -36,3 +36,33 @@ def make_byol(total_steps: int = 10, augment: sslzoo.Augment | None = None, **co
     torch.manual_seed(0)
     return BYOL(TinyBackbone(), BYOL.Config(**small), augment or FixedViews(),
                 sslzoo.DataInfo(64, SIZE, total_steps=total_steps))
+
+
+def run_two_processes(fn, *args):
+    """``fn(rank, *args)`` in two CPU processes joined by a gloo group, as torchrun would
+    start them; returns both ranks' results. ``fn`` must be defined at module level."""
+    import os
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(_worker, args=(fn, tmp, args), nprocs=2, join=True,
+                           start_method="spawn")
+        return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=True) for r in (0, 1)]
+
+
+def _worker(rank, fn, tmp, args):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    # meet through a file, so parallel test runs never race for a TCP port
+    dist.init_process_group("gloo", init_method="file://" + os.path.join(tmp, "store"),
+                            rank=rank, world_size=2)
+    try:
+        torch.save(fn(rank, *args), os.path.join(tmp, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()

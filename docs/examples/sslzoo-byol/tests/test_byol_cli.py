@@ -14,6 +14,7 @@ from sslzoo import checkpoint
 from sslzoo.build import resolve
 from sslzoo.cli import cli
 from sslzoo.engine import Trainer, train
+from byol_testing import run_two_processes
 from sslzoo_byol import target_decay
 
 SMALL = ["--set", "proj_hidden_dim=32", "--set", "proj_dim=16", "--set", "pred_hidden_dim=32"]
@@ -83,3 +84,22 @@ def test_resumed_run_continues_the_tau_schedule_and_matches_an_uninterrupted_run
     assert int(a["target_step"]) == int(b["target_step"]) == 4
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def _train_distributed(rank, out):
+    trainer = Trainer(tiny_spec(out), quiet=True)
+    trainer.fit()
+    m = trainer.method
+    return {"step": int(m.target_step),
+            "target": {k: v.detach().clone() for k, v in m.target_backbone.state_dict().items()},
+            "online": {k: v.detach().clone() for k, v in m.backbone.state_dict().items()}}
+
+
+def test_under_ddp_both_processes_keep_identical_online_and_target_networks(tmp_path):
+    ranks = run_two_processes(_train_distributed, str(tmp_path / "ddp"))
+    assert ranks[0]["step"] == ranks[1]["step"] == 4
+    for part in ("online", "target"):
+        for key, value in ranks[0][part].items():
+            if "running" in key or "num_batches" in key:
+                continue                 # batch-norm statistics are each process's own
+            assert torch.equal(value, ranks[1][part][key]), (part, key)
