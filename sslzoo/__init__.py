@@ -5,13 +5,15 @@ from pathlib import Path
 
 import torch
 
-from sslzoo.augment import Augment
+from sslzoo.augment import Augment, ViewAugment, ViewConfig
 from sslzoo.backbone import Backbone
 from sslzoo.config import hp
 from sslzoo.errors import (CheckpointError, ConfigError, DataError, PluginError,
                            SslzooError, UnknownNameError)
+from sslzoo.heads import ProjectionHead
 from sslzoo.hookspecs import hookimpl
 from sslzoo.method import DataInfo, Method, OptimConfig
+from sslzoo.momentum import momentum_update
 from sslzoo.recipes import Recipe
 
 __version__ = "0.1.0"
@@ -30,6 +32,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Method:
 
 __all__ = [
     "Augment", "Backbone", "CheckpointError", "ConfigError", "DataError", "DataInfo",
-    "Method", "OptimConfig", "PluginError", "Recipe", "SslzooError", "UnknownNameError",
-    "__version__", "hookimpl", "hp", "load",
+    "Method", "OptimConfig", "PluginError", "ProjectionHead", "Recipe", "SslzooError",
+    "UnknownNameError", "ViewAugment", "ViewConfig", "__version__", "hookimpl", "hp", "load",
+    "momentum_update",
 ]

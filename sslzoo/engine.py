@@ -185,7 +185,7 @@ class Trainer:
         self.state.total_steps = min(total, t.max_steps) if t.max_steps else total
 
         torch.manual_seed(t.seed)                  # identical initial weights on every rank
-        info = DataInfo(num_samples=len(self.data), image_size=t.image_size)
+        info = DataInfo(len(self.data), t.image_size, total_steps=self.state.total_steps)
         self.method = self._build(lambda: build_method(self.spec, info, self.plugins)).to(self.device)
         if cuda:
             self.method = self.method.to(memory_format=torch.channels_last)

@@ -72,11 +72,21 @@ def peak_learning_rate(config: OptimConfig, global_batch: int) -> float:
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What a method may know about its training data: sizes, never labels."""
+    """What a method may know about its training data: sizes, never labels.
+
+    Attributes:
+        num_samples: images in the training set (a memory bank needs one row each).
+        image_size: side of the square training images.
+        channels: image channels.
+        total_steps: planned optimiser steps of the run; 0 when unknown (outside a
+            training run). Schedules that follow the run, such as BYOL's target decay,
+            read it.
+    """
 
     num_samples: int
     image_size: int
     channels: int = 3
+    total_steps: int = 0
 
 
 class Method(nn.Module):

@@ -168,3 +168,11 @@ def test_parameter_groups_with_lr_scale_get_a_multiple_of_the_peak_rate():
 
     opt = build_optimizer(Scaled(), 0.01)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.1])
+
+
+@pytest.mark.parametrize("max_steps, planned", [(6, 6), (100, 12)])
+def test_method_is_told_the_planned_steps_of_the_run(tmp_path, max_steps, planned):
+    # 256 synthetic images / 64 per batch = 4 steps per epoch, 3 epochs, capped by max_steps
+    trainer = Trainer(tiny_spec(tmp_path / "run", max_steps=max_steps), quiet=True)
+    trainer._setup()
+    assert trainer.method.data.total_steps == planned == trainer.state.total_steps
