@@ -22,8 +22,8 @@ final linear layer with output dimension 256"; LARS with a cosine decay and a 10
 warm-up, "base learning rate to 0.2, scaled linearly with the batch size (LearningRate
 = 0.2 x BatchSize/256)", "a global weight decay parameter of 1.5 * 10^-6 while excluding
 the biases and batch normalization parameters from both LARS adaptation and weight
-decay" (what ``Method.parameter_groups`` does: timm's LARS adapts only groups with weight
-decay). LARS momentum 0.9 and trust coefficient 1e-3 are the official config's
+decay" (``Method.parameter_groups`` with ``wd_exclude_bias_norm``: timm's LARS adapts only
+groups with weight decay). LARS momentum 0.9 and trust coefficient 1e-3 are the official config's
 (``momentum=.9``, ``eta=1e-3``). The augment is :class:`sslzoo_byol.augment.BYOLAugment`.
 
 Following the official code (``byol_experiment.py``): each view is a separate forward
@@ -112,6 +112,9 @@ class BYOL(sslzoo.Method):
         momentum: float = hp(0.9, "LARS momentum (official config: 0.9)", ge=0, lt=1)
         weight_decay: float = hp(1.5e-6, "weight decay, not on biases and batch-norm "
                                          "parameters (paper: 1.5e-6)", ge=0)
+        wd_exclude_bias_norm: bool = hp(
+            True, "no weight decay or LARS adaptation on biases and batch-norm parameters "
+                  "(paper: excluded)")
         warmup_epochs: float = hp(10.0, "linear warm-up epochs (paper: 10)", ge=0)
         proj_hidden_dim: int = hp(4096, "projector hidden width (paper: 4096)", ge=1)
         proj_dim: int = hp(256, "projection and prediction width (paper: 256)", ge=1)
