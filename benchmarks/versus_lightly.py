@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -129,22 +130,23 @@ def sslzoo_step_s(out: Path, batch_size: int) -> list[float]:
 
 # ---------------------------------------------------------------------------- the driver
 
-def run_child(cmd: list[str]) -> tuple[float, int]:
-    """Run ``cmd``; (wall seconds, peak RSS in MiB of it and its waited-for children)."""
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, Any]:
+    """Run ``cmd``; (wall seconds, its ``resource.struct_rusage`` from ``wait4``)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
+    err = proc.stderr.read().decode() if proc.stderr else ""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode:
         sys.exit(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}):\n{err[-2000:]}")
-    return time.perf_counter() - start, usage.ru_maxrss // 1024
+    return time.perf_counter() - start, usage
 
 
 def one_run(framework: str, args: argparse.Namespace, tmp: Path, i: int) -> dict[str, float]:
     out = tmp / f"{framework}-{args.method}-{i}"
     if framework == "sslzoo":
-        wall, rss = run_child(sslzoo_command(args, out))
+        wall, usage = run_child(sslzoo_command(args, out))
         step_s = sslzoo_step_s(out, args.batch_size)
     else:
         result = tmp / f"{out.name}.json"
@@ -153,10 +155,11 @@ def one_run(framework: str, args: argparse.Namespace, tmp: Path, i: int) -> dict
                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
                "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--queue-size", str(args.queue_size), "--num-workers", str(args.num_workers)]
-        wall, rss = run_child(cmd)
+        wall, usage = run_child(cmd)
         step_s = json.loads(result.read_text())["step_s"]
     timed = step_s[args.warmup:]
-    return {"images_per_s": args.batch_size / statistics.median(timed), "rss_mib": rss,
+    return {"images_per_s": args.batch_size / statistics.median(timed),
+            "rss_mib": usage.ru_maxrss // 1024,
             "wall_s": wall}
 
 

@@ -45,6 +45,12 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg.hp(
         "auto", "auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = cfg.hp(False, "torch.compile the method")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = cfg.hp(
+        "default", "torch.compile mode with --compile (max-autotune: CUDA graphs + autotuning)")
+    channels_last: Literal["auto", "on", "off"] = cfg.hp(
+        "auto", "channels_last memory format for images and model; auto: on CUDA only")
+    cpu_tuning: bool = cfg.hp(
+        True, "on the CPU, keep freed memory in the process (glibc: no mmap, no trim)")
     sync_bn: bool = cfg.hp(False, "SyncBatchNorm across processes under torchrun")
     seed: int = cfg.hp(0, "random seed")
     out: str | None = cfg.hp(None, "run directory (default runs/<method>-<timestamp>)")

@@ -127,6 +127,12 @@ def info(name: str, as_json: bool) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="[default: auto]")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the method")
+@click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+              help="torch.compile mode [default: default]")
+@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]),
+              help="channels_last images and model [default: auto: on CUDA]")
+@click.option("--cpu-tuning/--no-cpu-tuning", default=None,
+              help="on the CPU, keep freed memory for reuse (glibc) [default: on]")
 @click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm under torchrun")
 @click.option("--augment", help="augment pipeline [default: the method's]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

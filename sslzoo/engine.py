@@ -7,6 +7,7 @@ checkpoints that resume exactly, a kNN monitor, and DDP under torchrun.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import signal
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from sslzoo import checkpoint, distributed
+from sslzoo.cpu import cpu_supports_bf16, keep_freed_memory
 from sslzoo.build import RunSpec, build_method
 from sslzoo.errors import CheckpointError, ConfigError, SslzooError
 from sslzoo.method import DataInfo, Method
@@ -51,23 +53,40 @@ def default_run_dir(method: str) -> Path:
     return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_optimizer(method: Method, peak_lr: float) -> torch.optim.Optimizer:
-    """The optimiser the method's Config names, over its parameter groups."""
+def _kernel_options(cls: type, device: torch.device) -> dict[str, bool]:
+    """``fused=True`` on CUDA, ``foreach=True`` elsewhere, where ``cls`` takes them."""
+    params = inspect.signature(cls).parameters
+    if device.type == "cuda" and "fused" in params:
+        return {"fused": True}
+    return {"foreach": True} if "foreach" in params else {}
+
+
+def build_optimizer(method: Method, peak_lr: float,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The optimiser the method's Config names, over its parameter groups.
+
+    On CUDA the fused kernels of SGD, Adam and AdamW update all parameters in one launch;
+    elsewhere (and for timm's LARS) the foreach kernels update them a list at a time.
+    """
     c = method.config
+    device = device or next(method.parameters()).device
     groups = method.parameter_groups()
     for group in groups:  # timm's convention: a group may run at a multiple of the rate
         if "lr_scale" in group:
             group["lr"] = peak_lr * group["lr_scale"]
     if c.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=peak_lr, momentum=c.momentum,
-                               weight_decay=c.weight_decay, nesterov=getattr(c, "nesterov", False))
+                               weight_decay=c.weight_decay, nesterov=getattr(c, "nesterov", False),
+                               **_kernel_options(torch.optim.SGD, device))
     if c.optimizer == "lars":
         from timm.optim import Lars
 
-        return Lars(groups, lr=peak_lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return Lars(groups, lr=peak_lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                    **_kernel_options(Lars, torch.device("cpu")))
     betas = (c.momentum, getattr(c, "beta2", 0.999))
     cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=peak_lr, betas=betas, weight_decay=c.weight_decay)
+    return cls(groups, lr=peak_lr, betas=betas, weight_decay=c.weight_decay,
+               **_kernel_options(cls, device))
 
 
 def convert_sync_batch_norm(method: Method) -> Method:
@@ -103,11 +122,19 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: fp32)."""
+    """The autocast dtype (None: fp32).
+
+    ``auto`` is bf16 on CUDA devices that support it and fp32 on the CPU: bf16 autocast
+    on a CPU was not shown to be both faster and as accurate (``benchmarks/RESULTS.md``,
+    "CPU levers"), so it stays a choice (``--precision bf16``).
+    """
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+        warnings.warn("--precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated "
+                      "there and usually slower than fp32", stacklevel=2)
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -131,6 +158,9 @@ class Trainer:
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.autocast_dtype = resolve_precision(t.precision, self.device)
         cuda = self.device.type == "cuda"
+        if self.device.type == "cpu" and t.cpu_tuning:
+            keep_freed_memory()    # before the data and the model are allocated
+        channels_last = t.channels_last == "on" or (t.channels_last == "auto" and cuda)
         if cuda:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -142,7 +172,7 @@ class Trainer:
                               registry=self.plugins.datasets)
         self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True, drop_last=True,
                                   seed=t.seed, rank=self.rank, world_size=self.world,
-                                  num_workers=t.num_workers, channels_last=cuda)
+                                  num_workers=t.num_workers, channels_last=channels_last)
         steps_per_epoch = len(self.loader)
         total = t.epochs * steps_per_epoch
         self.state.total_steps = min(total, t.max_steps) if t.max_steps else total
@@ -150,7 +180,7 @@ class Trainer:
         torch.manual_seed(t.seed)                  # identical initial weights on every rank
         info = DataInfo(num_samples=len(self.data), image_size=t.image_size)
         self.method = build_method(self.spec, info, self.plugins).to(self.device)
-        if cuda:
+        if channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
         model: nn.Module = self.method
@@ -164,13 +194,13 @@ class Trainer:
                 model = nn.parallel.DistributedDataParallel(
                     model, device_ids=[self.device.index] if cuda else None,
                     broadcast_buffers=False)
-        self.model = torch.compile(model) if t.compile else model
+        self.model = torch.compile(model, mode=t.compile_mode) if t.compile else model
 
         c = self.spec.method_config
         global_batch = t.batch_size * self.world
         self.peak_lr = t.lr if t.lr is not None else (
             c.lr * global_batch / c.lr_batch if c.lr_batch else c.lr)
-        self.optimizer = build_optimizer(self.method, self.peak_lr)
+        self.optimizer = build_optimizer(self.method, self.peak_lr, self.device)
         warmup = min(round(c.warmup_epochs * steps_per_epoch), self.state.total_steps // 2)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(self.state.total_steps, warmup, c.schedule,
