@@ -59,6 +59,9 @@ class TrainConfig:
     checkpoint_every: int = cfg.hp(0, "also checkpoint every N steps (0: at epoch ends)", ge=0)
     log_every: int = cfg.hp(10, "write metrics every N steps", ge=1)
     num_workers: int = cfg.hp(2, "DataLoader workers for streamed image folders", ge=0)
+    decoded_cache: bool = cfg.hp(
+        True, "decode folders too large for memory once into a memory-mapped cache "
+        "($SSLZOO_CACHE or ~/.cache/sslzoo/decoded) instead of every epoch")
 
 
 @dataclass

@@ -146,6 +146,8 @@ def info(name: str, as_json: bool) -> None:
 @click.option("--checkpoint-every", type=int, help="also checkpoint every N steps")
 @click.option("--log-every", type=int, help="write metrics every N steps [default: 10]")
 @click.option("--num-workers", type=int, help="DataLoader workers for streamed folders")
+@click.option("--decoded-cache/--no-decoded-cache", default=None,
+              help="decode folders too large for memory once into a memory-mapped cache [default: on]")
 @click.option("--nproc", type=int, help="launch N processes on this machine through torchrun")
 def train(method: str, sets: tuple[str, ...], config_file: str | None, resume: bool,
           compile_: bool | None, nproc: int | None, **options: Any) -> None:

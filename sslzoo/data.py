@@ -223,13 +223,15 @@ class StreamingDataset(Dataset):
 
 
 def load_folder(path: str | Path, split: str, image_size: int, *,
-                memory_budget: int = 2 << 30) -> ImageData | StreamingDataset:
+                memory_budget: int = 2 << 30,
+                cache_dir: str | Path | None = None) -> ImageData | Dataset:
     """One split of an image folder (layout and split rule in the module docstring).
 
     In memory when ``N * 3 * S * S`` bytes fit ``memory_budget``: files that cannot be
     decoded are then skipped with a warning listing them, and :class:`DataError` is raised
-    only if none can be read. Otherwise a :class:`StreamingDataset`, which raises on a bad
-    file when it reaches it.
+    only if none can be read. Otherwise, with ``cache_dir``, a
+    :class:`sslzoo.cache.CachedDataset` decoded once into a memory-mapped file there;
+    without it a :class:`StreamingDataset`. Both raise on a bad file when they reach it.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -242,6 +244,11 @@ def load_folder(path: str | Path, split: str, image_size: int, *,
         return ImageData(torch.empty((0, 3, image_size, image_size), dtype=torch.uint8),
                          torch.empty(0, dtype=torch.long), classes, str(root))
     if len(files) * 3 * image_size ** 2 > memory_budget:
+        if cache_dir is not None:
+            from sslzoo.cache import cached_folder
+
+            return cached_folder(files, labels, image_size, classes, str(root.absolute()),
+                                 split=split, cache_dir=Path(cache_dir))
         return StreamingDataset(files, labels, image_size, classes, str(root))
     images = torch.empty((len(files), 3, image_size, image_size), dtype=torch.uint8)
     ok = torch.zeros(len(files), dtype=torch.bool)
@@ -433,7 +440,8 @@ def default_root() -> Path:
 
 def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Path | None = None,
               download: bool = False, registry: Registry | None = None,
-              memory_budget: int = 2 << 30) -> ImageData | Dataset:
+              memory_budget: int = 2 << 30,
+              cache_dir: str | Path | None = None) -> ImageData | Dataset:
     """Load one split of a registered data set or of an image folder.
 
     Args:
@@ -446,6 +454,8 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
         registry: the data set registry (default: the installed plugins').
         memory_budget: bytes of uint8 pixels a split may take in memory before a folder
             (or a factory that accepts ``memory_budget``) streams instead.
+        cache_dir: where a folder too large for memory is decoded once into a
+            memory-mapped cache (:mod:`sslzoo.cache`); ``None`` streams it instead.
 
     Returns:
         :class:`ImageData`, or a Dataset of ``(uint8 image, label, index)`` to stream.
@@ -461,7 +471,8 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
         path = Path(name_or_path).expanduser()
         if path.exists() or any(s in name_or_path for s in ("/", os.sep, "~")) \
                 or name_or_path.startswith("."):
-            return load_folder(path, split, image_size, memory_budget=memory_budget)
+            return load_folder(path, split, image_size, memory_budget=memory_budget,
+                               cache_dir=cache_dir)
     entry = registry.get(name_or_path, hint="--data also takes the path of an image folder "
                                              f"(and there is no {Path(name_or_path).resolve()})")
     try:

@@ -168,8 +168,11 @@ class Trainer:
         run_dir = Path(t.out) if t.out else default_run_dir(t.method)
         self.state = TrainState(run_dir=Path(distributed.broadcast_object(str(run_dir))))
 
+        from sslzoo.cache import default_cache_dir
+
         self.data = load_data(t.data, "train", t.image_size, root=t.data_root, download=t.download,
-                              registry=self.plugins.datasets)
+                              registry=self.plugins.datasets,
+                              cache_dir=default_cache_dir() if t.decoded_cache else None)
         self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True, drop_last=True,
                                   seed=t.seed, rank=self.rank, world_size=self.world,
                                   num_workers=t.num_workers, channels_last=channels_last)
