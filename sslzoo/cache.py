@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,7 +94,7 @@ def build_cache(files: Sequence[str | Path], image_size: int, path: Path, *,
     s, tmp = image_size, path.with_suffix(".partial")
     out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(files), 3, s, s))
     bar = tqdm(total=len(files), desc=f"decoding {len(files)} images once into {path.parent}",
-               unit="img", disable=not progress)
+               unit="img", disable=not progress, mininterval=1 if sys.stderr.isatty() else 10)
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # decoding releases the GIL
         for i, img in enumerate(pool.map(lambda f: read_image(f, s), files)):
             out[i] = img.numpy()
