@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     per_min = rate * 60 / args.images
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"| simclr {args.backbone} 32 px batch {args.batch_size} {args.precision} "
-          f"compile {args.compile} ({args.compile_mode}) on {name} | {rate:.0f} images/s | "
+          f"compile {args.compile} ({args.compile_mode}) on {name} | {rate:.1f} images/s | "
           f"{per_min:.2f} epochs/min | {args.epochs_target / per_min:.1f} min for "
           f"{args.epochs_target} epochs |")
 

@@ -14,7 +14,7 @@ PY=${PYTHON:-python}
 
 if [[ "${1:-}" == "--dry" ]]; then
   DEVICE=cpu PRECISION=fp32 BACKBONE=small_resnet10 SIZE=16 BATCH=8 BLOCK=2 ROUNDS=1
-  IMAGES=64 EBATCH=16 ESTEPS=3 EWARM=1 METHODS="simclr rotation" COMPILE_RUNS="off"
+  IMAGES=64 EBATCH=16 ESTEPS=3 EWARM=1 METHODS="simclr" COMPILE_RUNS="off"
 else
   DEVICE=cuda PRECISION=bf16 BACKBONE=small_resnet18 SIZE=32 BATCH=256 BLOCK=12 ROUNDS=2
   IMAGES=50000 EBATCH=512 ESTEPS=60 EWARM=10 METHODS="" COMPILE_RUNS="off on"
@@ -32,7 +32,7 @@ done
 
 echo "## SimCLR epochs per minute, CIFAR-size in memory"
 $PY benchmarks/epochs_per_minute.py --device $DEVICE --precision $PRECISION \
-  --images $IMAGES --batch-size $EBATCH --steps $ESTEPS --warmup $EWARM
+  --images $IMAGES --batch-size $EBATCH --steps $ESTEPS --warmup $EWARM --backbone $BACKBONE
 if [[ "${1:-}" != "--dry" ]]; then
   $PY benchmarks/epochs_per_minute.py --device $DEVICE --precision $PRECISION \
     --images $IMAGES --batch-size $EBATCH --steps $ESTEPS --warmup $EWARM \

@@ -96,3 +96,17 @@ def test_the_two_splits_of_a_folder_keep_separate_caches(folder, tmp_path):
     train = load_folder(folder, "train", 8, memory_budget=0, cache_dir=tmp_path)
     test = load_folder(folder, "test", 8, memory_budget=0, cache_dir=tmp_path)
     assert train.path.exists() and test.path.exists() and train.path != test.path
+
+
+def test_batched_jpeg_decoding_matches_the_streaming_images(folder):
+    """The path CUDA takes when no cache exists (nvJPEG there; the same code on the CPU)."""
+    from sslzoo.loaders import DeviceJpegLoader
+
+    files = sorted(str(f) for f in folder.rglob("*.jpg"))
+    streamed = StreamingDataset(files, [0] * len(files), 12)
+    loader = DeviceJpegLoader(streamed, 2, "cpu", shuffle=False, drop_last=False)
+    images = torch.cat([x for x, _, _ in loader])
+    expected = torch.stack([streamed[i][0] for i in range(len(files))]).float() / 255
+    assert images.shape == expected.shape == (len(files), 3, 12, 12)
+    # the same pixels up to JPEG decoder and resampling rounding (values in [0, 1])
+    assert (images - expected).abs().mean() < 0.03
