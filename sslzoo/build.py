@@ -48,6 +48,12 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg.hp(
         "auto", "auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = cfg.hp(False, "torch.compile the method")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = cfg.hp(
+        "default", "torch.compile mode with --compile (max-autotune: CUDA graphs + autotuning)")
+    channels_last: Literal["auto", "on", "off"] = cfg.hp(
+        "auto", "channels_last memory format for images and model; auto: on CUDA only")
+    cpu_tuning: bool = cfg.hp(
+        True, "on the CPU, keep freed memory in the process (glibc: no mmap, no trim)")
     sync_bn: bool | None = cfg.hp(None, "SyncBatchNorm across processes under torchrun; default: "
                                         "the method's (SimCLR: on, its 'Global BN')")
     seed: int = cfg.hp(0, "random seed")
@@ -63,6 +69,9 @@ class TrainConfig:
     logger: Literal["jsonl", "tensorboard"] = cfg.hp(
         "jsonl", "metrics.jsonl always; tensorboard: also event files in RUN/tensorboard "
         "(pip install 'sslzoo[tensorboard]')")
+    decoded_cache: bool = cfg.hp(
+        True, "decode folders too large for memory once into a memory-mapped cache "
+        "($SSLZOO_CACHE or ~/.cache/sslzoo/decoded) instead of every epoch")
 
 
 @dataclass

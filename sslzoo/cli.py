@@ -140,6 +140,12 @@ def _complete_method(ctx: click.Context, param: click.Parameter, incomplete: str
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="[default: auto]")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="[default: auto]")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the method")
+@click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
+              help="torch.compile mode [default: default]")
+@click.option("--channels-last", type=click.Choice(["auto", "on", "off"]),
+              help="channels_last images and model [default: auto: on CUDA]")
+@click.option("--cpu-tuning/--no-cpu-tuning", default=None,
+              help="on the CPU, keep freed memory for reuse (glibc) [default: on]")
 @click.option("--sync-bn/--no-sync-bn", default=None,
               help="SyncBatchNorm under torchrun [default: the method's; SimCLR: on]")
 @click.option("--augment", help="augment pipeline [default: the method's]")
@@ -162,6 +168,8 @@ def _complete_method(ctx: click.Context, param: click.Parameter, incomplete: str
 @click.option("--logger", type=click.Choice(["jsonl", "tensorboard"]),
               help="also write TensorBoard event files (metrics.jsonl is always written) "
                    "[default: jsonl]")
+@click.option("--decoded-cache/--no-decoded-cache", default=None,
+              help="decode folders too large for memory once into a memory-mapped cache [default: on]")
 @click.option("--nproc", type=int, help="launch N processes on this machine through torchrun")
 @click.option("--print-config", is_flag=True,
               help="print the resolved configuration as TOML for --config, and exit")

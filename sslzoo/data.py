@@ -326,13 +326,16 @@ class StreamingDataset(Dataset):
 
 
 def load_folder(path: str | Path, split: str, image_size: int, *,
-                memory_budget: int = 2 << 30, strict: bool = False) -> ImageData | StreamingDataset:
+                memory_budget: int = 2 << 30, strict: bool = False,
+                cache_dir: str | Path | None = None) -> ImageData | Dataset:
     """One split of an image folder (layout and split rule in the module docstring).
 
-    In memory when ``N * 3 * S * S`` bytes fit ``memory_budget``, else a
-    :class:`StreamingDataset`. Broken files are skipped and listed in the result's
-    ``skipped`` (with a warning), or with ``strict`` raise :class:`DataError`
-    (:func:`scan_image_files`); :class:`DataError` also if no file can be used.
+    In memory when ``N * 3 * S * S`` bytes fit ``memory_budget``; otherwise, with
+    ``cache_dir``, a :class:`sslzoo.cache.CachedDataset` decoded once into a memory-mapped
+    file there, and without it a :class:`StreamingDataset`. Broken files are skipped and
+    listed in the result's ``skipped`` (with a warning), or with ``strict`` raise
+    :class:`DataError` (:func:`scan_image_files`); :class:`DataError` also if no file can
+    be used.
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -354,6 +357,13 @@ def load_folder(path: str | Path, split: str, image_size: int, *,
                       f"{', '.join(p for p, _ in bad[:10])}{' ...' if len(bad) > 10 else ''}",
                       SkippedFilesWarning, stacklevel=2)
     files, labels = [files[i] for i in good], [labels[i] for i in good]
+    if streaming and cache_dir is not None:
+        from sslzoo.cache import cached_folder
+
+        cached = cached_folder(files, labels, image_size, classes, str(root.absolute()),
+                               split=split, cache_dir=Path(cache_dir))
+        cached.skipped = bad  # type: ignore[attr-defined]
+        return cached
     if streaming:
         return StreamingDataset(files, labels, image_size, classes, str(root), skipped=bad,
                                 strict=strict)
@@ -535,7 +545,8 @@ def default_root() -> Path:
 
 def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Path | None = None,
               download: bool = False, registry: Registry | None = None,
-              memory_budget: int = 2 << 30, strict: bool = False) -> ImageData | Dataset:
+              memory_budget: int = 2 << 30, strict: bool = False,
+              cache_dir: str | Path | None = None) -> ImageData | Dataset:
     """Load one split of a registered data set or of an image folder.
 
     Args:
@@ -549,6 +560,8 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
         memory_budget: bytes of uint8 pixels a split may take in memory before a folder
             (or a factory that accepts ``memory_budget``) streams instead.
         strict: an image folder's first broken file raises instead of being skipped.
+        cache_dir: where a folder too large for memory is decoded once into a
+            memory-mapped cache (:mod:`sslzoo.cache`); ``None`` streams it instead.
 
     Returns:
         :class:`ImageData`, or a Dataset of ``(uint8 image, label, index)`` to stream.
@@ -564,7 +577,8 @@ def load_data(name_or_path: str, split: str, image_size: int, *, root: str | Pat
         path = Path(name_or_path).expanduser()
         if path.exists() or any(s in name_or_path for s in ("/", os.sep, "~")) \
                 or name_or_path.startswith("."):
-            return load_folder(path, split, image_size, memory_budget=memory_budget, strict=strict)
+            return load_folder(path, split, image_size, memory_budget=memory_budget,
+                               strict=strict, cache_dir=cache_dir)
     entry = registry.get(name_or_path, hint="--data also takes the path of an image folder "
                                              f"(and there is no {Path(name_or_path).resolve()})")
     try:

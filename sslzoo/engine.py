@@ -13,6 +13,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import signal
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from sslzoo import checkpoint, distributed
+from sslzoo.cpu import cpu_supports_bf16, keep_freed_memory
 from sslzoo.build import RunSpec, build_method
 from sslzoo.errors import CheckpointError, ConfigError, DataError, TrainingError
 from sslzoo.method import DataInfo, Method, peak_learning_rate
@@ -56,36 +58,40 @@ def default_run_dir(method: str) -> Path:
     return Path("runs") / f"{method}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def build_optimizer(method: Method, peak_lr: float) -> torch.optim.Optimizer:
+def _kernel_options(cls: type, device: torch.device) -> dict[str, bool]:
+    """``fused=True`` on CUDA, ``foreach=True`` elsewhere, where ``cls`` takes them."""
+    params = inspect.signature(cls).parameters
+    if device.type == "cuda" and "fused" in params:
+        return {"fused": True}
+    return {"foreach": True} if "foreach" in params else {}
+
+
+def build_optimizer(method: Method, peak_lr: float,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
     """The optimiser the method's Config names, over its parameter groups.
 
-    SGD, Adam and AdamW use torch's fused kernels (one kernel per step for all
-    parameters) where torch has them for the parameters' device, else the foreach ones.
+    On CUDA the fused kernels of SGD, Adam and AdamW update all parameters in one launch;
+    elsewhere (and for timm's LARS) the foreach kernels update them a list at a time.
     """
     c = method.config
+    device = device or next(method.parameters()).device
     groups = method.parameter_groups()
     for group in groups:  # timm's convention: a group may run at a multiple of the rate
         if "lr_scale" in group:
             group["lr"] = peak_lr * group["lr_scale"]
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=peak_lr, momentum=c.momentum,
+                               weight_decay=c.weight_decay, nesterov=getattr(c, "nesterov", False),
+                               **_kernel_options(torch.optim.SGD, device))
     if c.optimizer == "lars":
         from timm.optim import Lars
 
-        return Lars(groups, lr=peak_lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    if c.optimizer == "sgd":
-        cls: type[torch.optim.Optimizer] = torch.optim.SGD
-        kwargs: dict[str, Any] = dict(momentum=c.momentum, weight_decay=c.weight_decay,
-                                      nesterov=getattr(c, "nesterov", False))
-    else:
-        cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
-        kwargs = dict(betas=(c.momentum, getattr(c, "beta2", 0.999)), weight_decay=c.weight_decay)
-    try:
-        return cls(groups, lr=peak_lr, fused=True, **kwargs)
-    except (RuntimeError, ValueError, TypeError):  # no fused kernel for this device or dtype
-        groups = method.parameter_groups()
-        for group in groups:
-            if "lr_scale" in group:
-                group["lr"] = peak_lr * group["lr_scale"]
-        return cls(groups, lr=peak_lr, foreach=True, **kwargs)
+        return Lars(groups, lr=peak_lr, momentum=c.momentum, weight_decay=c.weight_decay,
+                    **_kernel_options(Lars, torch.device("cpu")))
+    betas = (c.momentum, getattr(c, "beta2", 0.999))
+    cls = torch.optim.Adam if c.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=peak_lr, betas=betas, weight_decay=c.weight_decay,
+               **_kernel_options(cls, device))
 
 
 def convert_sync_batch_norm(method: Method) -> Method:
@@ -126,11 +132,19 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: fp32)."""
+    """The autocast dtype (None: fp32).
+
+    ``auto`` is bf16 on CUDA devices that support it and fp32 on the CPU: bf16 autocast
+    on a CPU was not shown to be both faster and as accurate (``benchmarks/RESULTS.md``,
+    "CPU levers"), so it stays a choice (``--precision bf16``).
+    """
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+        warnings.warn("--precision bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated "
+                      "there and usually slower than fp32", stacklevel=2)
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -156,6 +170,9 @@ class Trainer:
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.autocast_dtype = resolve_precision(t.precision, self.device)
         cuda = self.device.type == "cuda"
+        if self.device.type == "cpu" and t.cpu_tuning:
+            keep_freed_memory()    # before the data and the model are allocated
+        channels_last = t.channels_last == "on" or (t.channels_last == "auto" and cuda)
         if cuda:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -163,17 +180,20 @@ class Trainer:
         run_dir = Path(t.out) if t.out else default_run_dir(t.method)
         self.state = TrainState(run_dir=Path(distributed.broadcast_object(str(run_dir))))
 
+        from sslzoo.cache import default_cache_dir
+
         with warnings.catch_warnings():   # skipped files are reported once, below
             warnings.simplefilter("ignore", SkippedFilesWarning)
             self.data = self._build(lambda: load_data(
                 t.data, "train", t.image_size, root=t.data_root, download=t.download,
-                registry=self.plugins.datasets, strict=t.strict_data))
+                registry=self.plugins.datasets, strict=t.strict_data,
+                cache_dir=default_cache_dir() if t.decoded_cache else None))
         skipped = list(getattr(self.data, "skipped", ()))
         try:
             self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True,
                                       drop_last=True, seed=t.seed, rank=self.rank,
                                       world_size=self.world, num_workers=t.num_workers,
-                                      channels_last=cuda)
+                                      channels_last=channels_last)
         except DataError as exc:
             if not skipped:
                 raise
@@ -187,7 +207,7 @@ class Trainer:
         torch.manual_seed(t.seed)                  # identical initial weights on every rank
         info = DataInfo(len(self.data), t.image_size, total_steps=self.state.total_steps)
         self.method = self._build(lambda: build_method(self.spec, info, self.plugins)).to(self.device)
-        if cuda:
+        if channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
         model: nn.Module = self.method
@@ -201,12 +221,12 @@ class Trainer:
                 model = nn.parallel.DistributedDataParallel(
                     model, device_ids=[self.device.index] if cuda else None,
                     broadcast_buffers=False)
-        self.model = torch.compile(model) if t.compile else model
+        self.model = torch.compile(model, mode=t.compile_mode) if t.compile else model
 
         c = self.spec.method_config
         global_batch = t.batch_size * self.world
         self.peak_lr = t.lr if t.lr is not None else peak_learning_rate(c, global_batch)
-        self.optimizer = build_optimizer(self.method, self.peak_lr)
+        self.optimizer = build_optimizer(self.method, self.peak_lr, self.device)
         warmup = min(round(c.warmup_epochs * steps_per_epoch), self.state.total_steps // 2)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(self.state.total_steps, warmup, c.schedule,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from sslzoo.data import ImageData
+from sslzoo.data import ImageData, StreamingDataset
 from sslzoo.errors import ConfigError, DataError
 
 
@@ -165,18 +165,86 @@ class StreamingLoader:
                    labels.to(self.device, non_blocking=True))
 
 
+class JpegFiles(Dataset):
+    """``dataset[i]`` is ``(the file's bytes (n,) uint8, label, i)``: JPEGs left encoded."""
+
+    def __init__(self, files: list[str], labels: Tensor) -> None:
+        self.files, self.labels = files, labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int, int]:
+        from torchvision.io import read_file
+
+        return read_file(self.files[i]), int(self.labels[i]), i
+
+
+def _collate_encoded(items: list[tuple[Tensor, int, int]]) -> tuple[list[Tensor], Tensor, Tensor]:
+    return ([x for x, _, _ in items], torch.tensor([y for _, y, _ in items]),
+            torch.tensor([i for _, _, i in items]))
+
+
+def square_batch(images: list[Tensor], size: int) -> Tensor:
+    """Decoded ``(3, h, w)`` uint8 images, each resized (shorter side, antialiased) and
+    centre-cropped to ``size`` as :func:`sslzoo.data.read_image` does: ``(B, 3, S, S)``."""
+    out = []
+    for img in images:
+        h, w = img.shape[-2:]
+        scale = size / min(h, w)
+        th, tw = max(size, round(h * scale)), max(size, round(w * scale))
+        x = torch.nn.functional.interpolate(img[None].float(), size=(th, tw), mode="bilinear",
+                                            align_corners=False, antialias=True)
+        top, left = (th - size) // 2, (tw - size) // 2
+        out.append(x[0, :, top:top + size, left:left + size])
+    return torch.stack(out).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class DeviceJpegLoader(StreamingLoader):
+    """A :class:`StreamingLoader` for folders of JPEGs on CUDA: workers only read the files'
+    bytes, and each batch is decoded on the device by nvJPEG in one call
+    (``torchvision.io.decode_jpeg(list, device=...)``), then resized there."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, device: torch.device | str, *,
+                 num_workers: int = 0, **kwargs: object) -> None:
+        super().__init__(dataset, batch_size, device, num_workers=0, **kwargs)  # type: ignore[arg-type]
+        self.image_size = dataset.image_size  # type: ignore[attr-defined]
+        encoded = JpegFiles(dataset.files, dataset.labels)  # type: ignore[attr-defined]
+        self.loader = DataLoader(encoded, batch_sampler=self.order, num_workers=num_workers,
+                                 collate_fn=_collate_encoded, persistent_workers=num_workers > 0)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        for data, labels, index in self.loader:
+            decoded = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device,
+                                  apply_exif_orientation=True)
+            images = square_batch(decoded, self.image_size)
+            yield (_as_float(images, self.channels_last), index.to(self.device, non_blocking=True),
+                   labels.to(self.device, non_blocking=True))
+
+
+def _all_jpeg(data: Dataset) -> bool:
+    files = getattr(data, "files", None)
+    return bool(files) and all(str(f).lower().endswith((".jpg", ".jpeg")) for f in files)
+
+
 def make_loader(data: ImageData | Dataset, batch_size: int, device: torch.device | str, *,
                 shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0,
                 world_size: int = 1, num_workers: int = 0,
                 channels_last: bool = False) -> DeviceLoader | StreamingLoader:
-    """A :class:`DeviceLoader` for in-memory data, else a :class:`StreamingLoader`."""
+    """A :class:`DeviceLoader` for in-memory data; for a folder of JPEGs streamed to CUDA a
+    :class:`DeviceJpegLoader` (decoded on the device); else a :class:`StreamingLoader`."""
     kwargs = dict(shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank,
                   world_size=world_size, channels_last=channels_last)
     if isinstance(data, ImageData):
         return DeviceLoader(data, batch_size, device, **kwargs)
+    if isinstance(data, StreamingDataset) and torch.device(device).type == "cuda" \
+            and _all_jpeg(data):
+        return DeviceJpegLoader(data, batch_size, device, num_workers=num_workers, **kwargs)
     if isinstance(data, Dataset):
         return StreamingLoader(data, batch_size, device, num_workers=num_workers, **kwargs)
     raise TypeError(f"expected ImageData or a torch Dataset, got {type(data).__name__}")
 
 
-__all__ = ["DeviceLoader", "StreamingLoader", "make_loader"]
+__all__ = ["DeviceJpegLoader", "DeviceLoader", "StreamingLoader", "make_loader", "square_batch"]

@@ -1,0 +1,92 @@
+"""The CPU levers: glibc's allocator, native bf16 detection, optimiser kernels, channels_last."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sslzoo import cpu, engine
+from sslzoo.build import resolve
+from sslzoo.engine import Trainer, _kernel_options, resolve_precision
+
+SPEC = {"method": "simclr", "data": "synthetic", "backbone": "small_resnet10", "image_size": 16,
+        "batch_size": 16, "epochs": 1, "max_steps": 1, "device": "cpu"}
+HEAD = {"proj_hidden_dim": 32, "proj_dim": 16}
+
+#: allocates, frees and allocates again 64 MiB, printing the minor page faults of the second
+FAULTS = """
+import resource, sys, torch
+from sslzoo.cpu import keep_freed_memory
+if sys.argv[1] == "tuned":
+    assert keep_freed_memory()
+x = torch.ones(16 << 20); del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(16 << 20); del x
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", FAULTS, mode], capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(cpu._glibc() is None, reason="glibc only")
+def test_kept_freed_memory_is_reused_without_page_faults():
+    untuned, tuned = _faults("default"), _faults("tuned")
+    assert untuned > 4000                 # 64 MiB mapped afresh: ~16k faults of 4 KiB pages
+    assert tuned < untuned / 4
+
+
+@pytest.mark.parametrize("flags, native", [({"avx2", "avx512f"}, False),
+                                           ({"avx512f", "avx512_bf16"}, True),
+                                           ({"amx_tile", "amx_bf16"}, True), (set(), False)])
+def test_native_bf16_needs_avx512_bf16_or_amx(flags, native):
+    assert cpu.cpu_supports_bf16(frozenset(flags)) is native
+
+
+def test_precision_auto_is_fp32_on_the_cpu():
+    assert resolve_precision("auto", torch.device("cpu")) is None
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(monkeypatch):
+    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+
+
+@pytest.mark.parametrize("cls", [torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW])
+def test_cuda_asks_for_fused_optimiser_kernels_and_the_cpu_for_foreach(cls):
+    assert _kernel_options(cls, torch.device("cuda")) == {"fused": True}
+    assert _kernel_options(cls, torch.device("cpu")) == {"foreach": True}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lars", "adamw"])
+def test_the_engine_builds_foreach_optimisers_on_the_cpu(tmp_path, optimizer):
+    spec = resolve({**SPEC, "out": str(tmp_path)}, {**HEAD, "optimizer": optimizer})
+    trainer = Trainer(spec, quiet=True)
+    trainer._setup()
+    assert trainer.optimizer.defaults["foreach"] is True
+
+
+@pytest.mark.parametrize("mode, expected", [("auto", False), ("on", True), ("off", False)])
+def test_channels_last_on_the_cpu_only_when_asked(tmp_path, mode, expected):
+    spec = resolve({**SPEC, "out": str(tmp_path), "channels_last": mode}, HEAD)
+    trainer = Trainer(spec, quiet=True)
+    trainer._setup()
+    conv = next(m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected
+    images, _, _ = next(iter(trainer.loader))
+    assert images.is_contiguous(memory_format=torch.channels_last) is expected
+
+
+def test_no_cpu_tuning_leaves_the_allocator_alone(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine, "keep_freed_memory", lambda: calls.append(1))
+    for tuning in (False, True):
+        spec = resolve({**SPEC, "out": str(tmp_path / str(tuning)), "cpu_tuning": tuning}, HEAD)
+        Trainer(spec, quiet=True)._setup()
+    assert calls == [1]
