@@ -47,7 +47,7 @@ def test_info_documents_every_hyper_parameter_and_augment_parameter(runner):
     d = json.loads(result.output)
     assert "Chen et al." in d["paper"]
     fields = {f["name"]: f for f in d["config"]}
-    assert fields["temperature"]["default"] == 0.5 and fields["temperature"]["help"]
+    assert fields["temperature"]["default"] == 0.1 and fields["temperature"]["help"]
     assert all(f["help"] for f in d["config"]), "every field needs help text"
     aug = {f["name"] for f in d["augment_config"]}
     assert {"crop_scale", "grayscale_prob", "blur_prob"} <= aug

@@ -128,6 +128,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     spec = tiny_spec("unused")
     method = build_method(spec, DataInfo(16, 16))
+    method.config.temperature = 0.5   # the CIFAR value: identical views leave a loss to lower
     method.augment = torch.nn.Identity()   # a fixed input isolates the optimiser
     images = torch.rand(16, 3, 16, 16)
     opt = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
