@@ -128,7 +128,10 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
     spec = tiny_spec("unused")
     method = build_method(spec, DataInfo(16, 16))
-    method.config.temperature = 0.5   # the CIFAR value: identical views leave a loss to lower
+    # near-identical views: the output batch norm of the official head already spreads the
+    # embeddings, so at T 0.5 the loss starts close to its floor (about 1.5 for 32 views);
+    # at T 0.1 the floor is near 0 and the optimiser must take the loss most of the way there
+    method.config.temperature = 0.1
     method.augment = torch.nn.Identity()   # a fixed input isolates the optimiser
     images = torch.rand(16, 3, 16, 16)
     opt = torch.optim.SGD(method.parameters(), lr=0.05, momentum=0.9)
@@ -139,7 +142,7 @@ def test_training_lowers_the_loss_on_a_fixed_batch():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < first - 0.2
+    assert loss.item() < first / 4
 
 
 def test_a_method_step_traces_under_torch_compile():
