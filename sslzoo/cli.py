@@ -216,7 +216,7 @@ RESUMABLE = ("epochs", "max_steps", "device", "precision", "num_workers", "eval_
 
 
 def spec_toml(spec: Any) -> str:
-    """A resolved run as the TOML that ``--config`` reads (``None`` written as "none")."""
+    """A resolved run as the TOML that ``--config`` reads (keys left at ``None`` omitted)."""
     d = spec.to_dict()
     tables = {"train": {k: v for k, v in d["train"].items() if k != "method"},
               "method": {k: v for k, v in d["method"].items() if k != "name"},

@@ -294,11 +294,11 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 def to_toml(tables: Mapping[str, Mapping[str, Any]]) -> str:
-    """Tables of plain values as TOML (tomli-w); ``None`` becomes ``"none"``, which
-    :func:`build` reads back as ``None`` for optional fields."""
+    """Tables of plain values as TOML (tomli-w). TOML has no null, so a key whose value is
+    ``None`` is left out: it keeps its default, which for every optional field is ``None``."""
     import tomli_w
 
-    return tomli_w.dumps({name: {k: "none" if v is None else _plain(v) for k, v in t.items()}
+    return tomli_w.dumps({name: {k: _plain(v) for k, v in t.items() if v is not None}
                           for name, t in tables.items()})
 
 

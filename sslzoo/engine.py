@@ -102,9 +102,20 @@ def convert_sync_batch_norm(method: Method) -> Method:
     return method
 
 
-def use_sync_bn(method: Method, requested: bool | None) -> bool:
-    """``--sync-bn/--no-sync-bn`` when given, else the method's ``global_bn`` default."""
-    return requested if requested is not None else method.global_bn
+def use_sync_bn(method: Method, requested: bool | None,
+                device: torch.device | None = None) -> bool:
+    """``--sync-bn/--no-sync-bn`` when given, else the method's ``global_bn`` default.
+
+    torch's SyncBatchNorm runs on CUDA only: on another device the method's default
+    falls back to per-process batch norm, and an explicit ``--sync-bn`` is an error.
+    """
+    cuda = device is None or device.type == "cuda"
+    if requested and not cuda:
+        raise ConfigError(f"--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only), "
+                          f"but training runs on {device}; drop --sync-bn")
+    if requested is not None:
+        return requested
+    return method.global_bn and cuda
 
 
 def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
@@ -212,7 +223,7 @@ class Trainer:
         self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
         model: nn.Module = self.method
         if self.world > 1:
-            if use_sync_bn(self.method, t.sync_bn):
+            if use_sync_bn(self.method, t.sync_bn, self.device):
                 convert_sync_batch_norm(self.method)
             with warnings.catch_warnings():
                 # methods keep their buffers (queues, memory banks) identical across ranks

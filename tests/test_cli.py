@@ -52,7 +52,7 @@ def test_info_documents_every_hyper_parameter_and_augment_parameter(runner):
     aug = {f["name"] for f in d["augment_config"]}
     assert {"crop_scale", "grayscale_prob", "blur_prob"} <= aug
     text = invoke(runner, "info", "simclr").output
-    assert "aug.grayscale_prob" in text and "temperature = 0.5" in text
+    assert "aug.grayscale_prob" in text and "temperature = 0.1" in text
 
 
 def test_unknown_method_exits_2_with_a_suggestion_and_no_traceback(runner):
@@ -102,7 +102,7 @@ def test_train_eval_and_config_file_round_trip(runner, tmp_path):
 def test_resume_refuses_changed_hyper_parameters(runner, tmp_path):
     out = tmp_path / "run"
     invoke(runner, "train", "simclr", *TINY, "--max-steps", "1", "--out", str(out))
-    result = runner.invoke(cli, ["train", "simclr", "--out", str(out), "--resume", "--set", "temperature=0.1"])
+    result = runner.invoke(cli, ["train", "simclr", "--out", str(out), "--resume", "--set", "temperature=0.5"])
     assert result.exit_code == 2 and "saved configuration" in result.output
     result = runner.invoke(cli, ["train", "simclr", "--out", str(out), "--resume", "--max-steps", "2"])
     assert result.exit_code == 0, result.output
@@ -151,14 +151,14 @@ def test_resume_accepts_the_same_command_again_and_names_each_real_change(runner
     assert invoke(runner, *same, "--max-steps", "1").exit_code == 0
     # the same options, spelt differently where values parse equal, plus what may change
     again = runner.invoke(cli, [*same[:-2], "--set", "aug.crop_scale=(0.08, 1.0)", "--set",
-                                "temperature=0.50", "--resume", "--max-steps", "2"])
+                                "temperature=0.10", "--resume", "--max-steps", "2"])
     assert again.exit_code == 0, again.output
     changed = runner.invoke(cli, ["train", "simclr", *TINY[:-4], "--batch-size", "16",
                                   "--device", "cpu", "--out", str(out), "--resume",
-                                  "--set", "temperature=0.1", "--set", "aug.hflip_prob=0"])
+                                  "--set", "temperature=0.5", "--set", "aug.hflip_prob=0"])
     assert changed.exit_code == 2
     assert "--batch-size 32 -> 16" in changed.output
-    assert "temperature 0.5 -> 0.1" in changed.output and "aug.hflip_prob 0.5 -> 0.0" in changed.output
+    assert "temperature 0.1 -> 0.5" in changed.output and "aug.hflip_prob 0.5 -> 0.0" in changed.output
     assert "--data" not in changed.output.split("Only")[0]
 
 
@@ -181,7 +181,7 @@ def test_print_config_prints_a_complete_toml_that_config_accepts(runner, tmp_pat
     path.write_text(result.output)
     toml = read_toml(path)
     assert toml["method"]["version"] == 2 and toml["augment"]["vflip_prob"] == 0.5
-    assert toml["train"]["augment"] == "moco-v2" and toml["train"]["max_steps"] == "none"
+    assert toml["train"]["augment"] == "moco-v2" and "max_steps" not in toml["train"]  # None: its default
     assert set(toml["method"]) == {f.name for f in __import__("dataclasses").fields(
         resolve({"method": "moco"}).method_config)}
     expected = resolve({"method": "moco"}, {"version": 2}, {"vflip_prob": 0.5})

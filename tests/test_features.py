@@ -52,7 +52,7 @@ def test_unknown_features_name_the_valid_choices():
 
 
 @pytest.mark.parametrize("name, temperature", [("instdisc", 0.07), ("invaspread", 0.1),
-                                               ("simclr", 0.5), ("moco", 0.2)])
+                                               ("simclr", 0.1), ("moco", 0.2)])
 def test_knn_temperature_of_the_embedding_is_the_methods_own(name, temperature):
     method = tiny_method(name)
     assert has_embedding(method) and method.knn_temperature == pytest.approx(temperature)

@@ -117,6 +117,15 @@ def test_biases_and_norm_weights_get_no_weight_decay():
 def test_global_bn_is_on_unless_turned_off():
     m = make()
     assert use_sync_bn(m, None) and use_sync_bn(m, True) and not use_sync_bn(m, False)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert use_sync_bn(m, None, cuda) and not use_sync_bn(m, None, cpu)
+
+
+def test_sync_bn_on_the_cpu_is_refused_naming_the_flag():
+    from sslzoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--sync-bn needs CUDA"):
+        use_sync_bn(make(), True, torch.device("cpu"))
 
 
 def test_sync_batch_norm_conversion_keeps_the_shift_free_output_norm():
