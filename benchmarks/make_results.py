@@ -40,7 +40,7 @@ def render(folder: Path = HERE / "compare") -> str:
              "scored by weighted kNN (k = 200, t = 0.07) and the offline linear probe next to "
              "the same backbone at random initialisation with the same seeds. z = (mean trained "
              "- mean random init) / sd of random init over seeds. The machine was shared with "
-             "other jobs (load average 12-22 on 2 cores), so the seconds and images/s are "
+             "other jobs (load average 3-23 on 2 cores), so the seconds and images/s are "
              "several times an idle machine's; accuracies do not depend on the load. A table "
              "marked INCOMPLETE was committed before every run had finished: rerunning "
              "`benchmarks/compare.sh` completes it (finished runs are reused).", ""]
