@@ -68,6 +68,9 @@ def write_atomic(data: bytes, path: str | Path) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a result is not
         pause = os.environ.get(PAUSE_ENV)
         if pause:
             time.sleep(float(pause))
@@ -80,22 +83,9 @@ def write_atomic(data: bytes, path: str | Path) -> Path:
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``
-    (result files such as ``eval.json`` are never seen half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a result file is not
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """:func:`write_atomic` for text: result files such as ``eval.json`` are never seen
+    half-written."""
+    return write_atomic(text.encode(), path)
 
 
 def save_atomic(obj: Any, path: str | Path) -> Path:
