@@ -19,14 +19,20 @@ ALL=rotation,jigsaw,inpainting,colorization,instdisc,invaspread,simclr,moco,cpc
 
 # Digits: 9 methods x 3 seeds (+ random init), one CPU thread.
 sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-size 16 \
-    --budget-steps 40 --batch-size 32 --seeds 0,1,2 "${SMALL_DATA_SETS[@]}" \
+    --budget-steps 40 --batch-size 32 --seeds 0,1,2 --precision fp32 "${SMALL_DATA_SETS[@]}" \
     --out "$WORK/digits"
+
+# The same with bf16 autocast (the CPU default where the CPU has AVX512-BF16 or AMX): its
+# accuracy must match fp32's within noise for bf16 to be that default.
+sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-size 16 \
+    --budget-steps 40 --batch-size 32 --seeds 0,1,2 --precision bf16 "${SMALL_DATA_SETS[@]}" \
+    --out "$WORK/digits-bf16"
 
 # Colour photographs (pip install 'sslzoo[photos]'): 1,200 / 400 crops of ten photos,
 # test crops from regions no training crop touches; 32 px so that jigsaw tiles, inpainting
 # masks and CPC's 7x7 grid have texture to work with; timm's resnet10t (strided stem), whose
 # steps cost a sixteenth of the small-image stem's at the same size.
 sslzoo compare --data photos --methods "$ALL" --backbone resnet10t --image-size 32 \
-    --budget-steps 100 --batch-size 32 --seeds 0,1,2 \
+    --budget-steps 100 --batch-size 32 --seeds 0,1,2 --precision fp32 \
     --set moco.queue_size=1024 --set instdisc.loss=softmax \
     --out "$WORK/photos"

@@ -163,12 +163,22 @@ def one_run(framework: str, args: argparse.Namespace, tmp: Path, i: int) -> dict
             "wall_s": wall}
 
 
+def photo_folder(out: Path, per_photo: int) -> tuple[str, int]:
+    """A labelled folder of ``per_photo`` crops of each of scikit-learn's two sample
+    photographs (``benchmarks/photo_crops.py``'s training split); (its path, the count)."""
+    sys.path.insert(0, str(HERE))
+    from photo_crops import write_crops
+
+    n = write_crops(out, per_split={"train": per_photo})
+    return str(out / "train"), n
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", default="simclr,moco", help="comma-separated: simclr, moco")
     p.add_argument("--data", help="image folder (labelled subfolders); default: photo crops")
-    p.add_argument("--crops-per-label", type=int, default=400,
-                   help="photo crops per label (8 labels) when --data is not given")
+    p.add_argument("--crops-per-photo", type=int, default=1600,
+                   help="crops of each of the 2 photos (8 labels) when --data is not given")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=8, help="timed steps per run")
@@ -189,12 +199,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if args.data is None:
-            sys.path.insert(0, str(HERE))
-            from photo_crops import write_crops
-
-            args.data = str(tmp / "photos")
-            n = write_crops(Path(args.data), per_label=args.crops_per_label)
-            print(f"wrote {n} 64 px photo crops to a temporary folder")
+            args.data, n = photo_folder(tmp / "photos", args.crops_per_photo)
+            print(f"wrote {n} photo crops to a temporary folder")
         print(f"timm resnet18, {args.image_size} px, batch {args.batch_size}, two views, "
               f"device {args.device}, {args.steps} timed steps after {args.warmup}, "
               f"{args.repeats} alternated runs each; sslzoo options: "

@@ -46,7 +46,7 @@ class TrainConfig:
     clip_grad: float = cfg.hp(0.0, "clip the gradient norm to this value (0: off)", ge=0)
     device: Literal["auto", "cpu", "cuda"] = cfg.hp("auto", "training device")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg.hp(
-        "auto", "auto: bf16 autocast on CUDA, fp32 on CPU")
+        "auto", "auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX, fp32 elsewhere")
     compile: bool = cfg.hp(False, "torch.compile the method")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = cfg.hp(
         "default", "torch.compile mode with --compile (max-autotune: CUDA graphs + autotuning)")

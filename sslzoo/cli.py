@@ -338,6 +338,8 @@ def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> list[in
 @click.option("--set", "sets", multiple=True, metavar="METHOD.KEY=VALUE",
               help="a hyper-parameter of one method (METHOD.aug.KEY for its augment; repeatable)")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+              show_default=True, help="training precision of every run (as sslzoo train)")
 @click.option("--data-root", help="where data sets are stored")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="comparison directory; rerunning reuses its finished runs")

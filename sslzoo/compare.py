@@ -51,6 +51,8 @@ class CompareSettings:
         sets: ``{method: {key: value}}`` hyper-parameter overrides (``aug.KEY`` for the
             augment), as ``--set METHOD.KEY=VALUE``.
         device: training and evaluation device.
+        precision: training precision (``--precision``; ``auto`` is bf16 on CUDA and on CPUs
+            with native bf16). Each run records the autocast it used.
         data_root: where torchvision data sets live.
     """
 
@@ -64,6 +66,7 @@ class CompareSettings:
     features: str = "final"
     sets: dict[str, dict[str, str]] = field(default_factory=dict)
     device: str = "auto"
+    precision: str = "auto"
     data_root: str | None = None
 
     def run_settings(self, method: str, seed: int) -> dict[str, Any]:
@@ -71,7 +74,7 @@ class CompareSettings:
         return {"method": method, "seed": seed, "data": self.data, "backbone": self.backbone,
                 "image_size": self.image_size, "budget_steps": self.budget_steps,
                 "batch_size": self.batch_size, "features": self.features,
-                "sets": dict(sorted(self.sets.get(method, {}).items()))}
+                "precision": self.precision, "sets": dict(sorted(self.sets.get(method, {}).items()))}
 
 
 def parse_method_sets(assignments: dict[str, str], methods: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -165,7 +168,8 @@ def train_and_evaluate(settings: CompareSettings, method: str, seed: int, run_di
     values = {"method": method, "data": settings.data, "backbone": settings.backbone,
               "image_size": settings.image_size, "max_steps": settings.budget_steps,
               "epochs": 1_000_000, "batch_size": settings.batch_size, "seed": seed,
-              "device": settings.device, "out": str(run_dir), "log_every": 1,
+              "device": settings.device, "precision": settings.precision,
+              "out": str(run_dir), "log_every": 1,
               "data_root": settings.data_root}
     spec = resolve({k: v for k, v in values.items() if v is not None}, method_sets, aug_sets,
                    plugins)
@@ -178,12 +182,13 @@ def train_and_evaluate(settings: CompareSettings, method: str, seed: int, run_di
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = max((r.get("step", 0) for r in rows), default=0)
     last = next((r for r in reversed(rows) if "loss" in r), {})
+    autocast = json.loads((run_dir / "config.json").read_text()).get("autocast")
     common = {"device": settings.device, "plugins": plugins, "features": settings.features}
     trained = evaluate(run_dir, **common)
     random = _random_init_eval(run_dir, run_dir.parent.parent / "random-init", common, plugins)
     return {"method": method, "seed": seed, "steps": steps, "train_seconds": seconds,
             "images_per_second": steps * settings.batch_size / seconds if seconds else None,
-            "last_loss": last.get("loss"), "last_acc": last.get("acc"),
+            "last_loss": last.get("loss"), "last_acc": last.get("acc"), "autocast": autocast,
             "features": trained["features"], "feature_dim": trained["feature_dim"],
             "knn_k": trained["knn_k"], "knn_temperature": trained["knn_temperature"],
             "num_train": trained["num_train"], "num_test": trained["num_test"],
@@ -286,12 +291,20 @@ def _z(z: float | None) -> str:
     return "n/a" if z is None or not math.isfinite(z) else f"{z:+.1f}"
 
 
+def _autocast(report: dict[str, Any]) -> str:
+    """", bf16 autocast" / ", fp32" from what the runs recorded (older runs: not recorded)."""
+    used = {r.get("autocast") for r in report["runs"]} - {None}
+    if not used:
+        return ""
+    return ", " + " and ".join("fp32" if a == "off" else f"{a} autocast" for a in sorted(used))
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The Markdown table of a comparison (rows in ``--methods`` order, none highlighted)."""
     s = report["settings"]
     lines = [f"{s['data']}, {s['backbone']}, {s['image_size']} px, {s['budget_steps']} steps of "
              f"{s['batch_size']} images, seeds {','.join(map(str, s['seeds']))}, features "
-             f"{s['features']}; mean ± sd over seeds; z in random-init sd units."
+             f"{s['features']}{_autocast(report)}; mean ± sd over seeds; z in random-init sd units."
              + ("" if report.get("complete", True) else " INCOMPLETE: runs still missing."), "",
              "| method | kNN random init | kNN | z kNN | linear random init | linear | z linear "
              "| train s | images/s |",

@@ -21,3 +21,19 @@ def test_gpu_benchmark_dry_mode_prints_every_table_on_the_cpu():
     full, model_only, ratio = (float(v) for v in simclr[2:5])
     assert full > 0 and model_only > 0 and ratio > 0
     assert any("epochs/min" in row for row in rows)
+
+
+def test_the_side_by_side_benchmark_writes_a_folder_sslzoo_reads(tmp_path):
+    """versus_lightly.py's default data (the part that runs without lightly installed)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from versus_lightly import photo_folder
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    from sslzoo.data import load_folder
+
+    folder, n = photo_folder(tmp_path / "photos", per_photo=16)
+    assert n == 32
+    train, test = (load_folder(folder, split, 16) for split in ("train", "test"))
+    assert len(train) + len(test) == 32
+    assert len(train.classes) == 8                     # 2 photos x 4 quadrants
