@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             r = measure(name, args, Path(tmp))
+            peak = r["peak_cuda_mib"]
             print(f"| {name} | {r['full']:.1f} | {r['model']:.1f} | {r['ratio']:.2f} | "
-                  f"{r['peak_cuda_mib']:.0f} |", flush=True)
+                  f"{'n/a' if peak != peak else f'{peak:.0f}'} |", flush=True)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
 

@@ -7,8 +7,10 @@ step checkpoints (``step-000500.pt``) the older ones are deleted only after the 
 and ``last.pt`` are safely on disk.
 
 Testing hook: when the environment variable ``SSLZOO_CHECKPOINT_PAUSE`` holds a number of
-seconds, :func:`write_atomic` sleeps that long between writing the temporary file and
-renaming it, which lets a test kill a process inside a checkpoint write.
+seconds, :func:`save_checkpoint` sleeps that long between writing each temporary file and
+renaming it, which lets a test kill a process inside a checkpoint write (other atomic
+writes, such as ``config.json`` and the trimmed ``metrics.jsonl`` of a resumed run, do
+not wait).
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def fsync_dir(folder: str | Path) -> None:
         os.close(fd)
 
 
-def write_atomic(data: bytes, path: str | Path) -> Path:
+def write_atomic(data: bytes, path: str | Path, *, _checkpoint: bool = False) -> Path:
     """Write ``data`` to ``path`` through a fsynced temporary file, a rename and a folder fsync.
 
     A reader never sees a half-written file, and an interrupted write leaves the previous
@@ -71,8 +73,8 @@ def write_atomic(data: bytes, path: str | Path) -> Path:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a result is not
-        pause = os.environ.get(PAUSE_ENV)
-        if pause:
+        pause = os.environ.get(PAUSE_ENV) if _checkpoint else None
+        if pause:  # checkpoint files only: other writes (config, metrics) never wait
             time.sleep(float(pause))
         os.replace(tmp, path)
     except BaseException:
@@ -119,8 +121,8 @@ def save_checkpoint(obj: Any, folder: str | Path, *, step: int | None = None,
     data = serialize(obj)
     written = []
     if step is not None and keep > 0:
-        written.append(write_atomic(data, folder / step_name(step)))
-    written.append(write_atomic(data, folder / LAST))
+        written.append(write_atomic(data, folder / step_name(step), _checkpoint=True))
+    written.append(write_atomic(data, folder / LAST, _checkpoint=True))
     if step is not None and keep > 0:
         prune_step_checkpoints(folder, keep)
     return written
