@@ -46,7 +46,7 @@ class TrainConfig:
     clip_grad: float = cfg.hp(0.0, "clip the gradient norm to this value (0: off)", ge=0)
     device: Literal["auto", "cpu", "cuda"] = cfg.hp("auto", "training device")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = cfg.hp(
-        "auto", "auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX, fp32 elsewhere")
+        "auto", "auto: bf16 autocast on CUDA, fp32 on CPU")
     compile: bool = cfg.hp(False, "torch.compile the method")
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = cfg.hp(
         "default", "torch.compile mode with --compile (max-autotune: CUDA graphs + autotuning)")
@@ -62,7 +62,7 @@ class TrainConfig:
     eval_every: int = cfg.hp(0, "kNN monitor every N epochs (0: off)", ge=0)
     checkpoint_every: int = cfg.hp(0, "also checkpoint every N steps (0: at epoch ends)", ge=0)
     keep: int = cfg.hp(0, "keep the K most recent step-NNNNNN.pt checkpoints (0: last.pt only)", ge=0)
-    skip_nonfinite: int = cfg.hp(0, "skip up to N steps whose loss is not finite (0: stop)", ge=0)
+    skip_nonfinite: int = cfg.hp(0, "skip up to N steps whose loss or gradients are not finite (0: stop)", ge=0)
     strict_data: bool = cfg.hp(False, "stop at the first image file that cannot be read")
     log_every: int = cfg.hp(10, "write metrics every N steps", ge=1)
     num_workers: int = cfg.hp(2, "DataLoader workers for streamed image folders", ge=0)

@@ -145,16 +145,15 @@ def lr_lambda(total_steps: int, warmup_steps: int, schedule: str,
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype (None: fp32).
 
-    ``auto`` is bf16 on CUDA devices that support it and on CPUs with native bf16
-    arithmetic (AVX512-BF16 or AMX), where bf16 autocast measured 1.5x the fp32 step rate
-    with a smaller resident set and the same kNN accuracy over three seeds
-    (``benchmarks/RESULTS.md``, "CPU levers"); fp32 elsewhere, where bf16 is emulated.
-    ``--precision fp32`` turns it off.
+    ``auto`` is bf16 on CUDA devices that support it and fp32 on the CPU. On CPUs with
+    native bf16 (AVX512-BF16 or AMX) ``--precision bf16`` measured 1.5-2.1x the fp32 step
+    rate, but it is not the default there: with it, jigsaw on the digits ended 4 of 5
+    seeds with NaN in a convolution's weights from a NaN weight gradient under a finite
+    loss (``benchmarks/RESULTS.md``, "CPU levers"); the non-finite guard now stops such
+    a run, naming the step.
     """
     if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16 needs CUDA; use bf16 or fp32 on the CPU")
     if precision == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
@@ -336,7 +335,7 @@ class Trainer:
         """
         new, over = self.guard.check()
         for step in new:
-            msg = (f"skipped step {step}: the loss was not finite ({len(self.guard.seen)} of "
+            msg = (f"skipped step {step}: the loss or a gradient was not finite ({len(self.guard.seen)} of "
                    f"--skip-nonfinite {self.guard.limit})")
             if log is not None:
                 log.write({"step": step, "skipped_nonfinite": len(self.guard.seen)})
@@ -346,7 +345,8 @@ class Trainer:
             allowed = (f" (more than --skip-nonfinite {self.guard.limit})" if self.guard.limit
                        else "")
             raise TrainingError(
-                f"the loss is not finite at step {over}{allowed}; lower the learning rate "
+                f"the loss or a gradient is not finite at step {over}{allowed}; lower the "
+                f"learning rate "
                 f"(--lr, now {self.peak_lr:g}), set --clip-grad or --skip-nonfinite N; the last "
                 f"good checkpoint is in {self.state.run_dir / 'checkpoints'}")
 
@@ -446,9 +446,12 @@ class Trainer:
                                 enabled=self.autocast_dtype is not None):
                 out = self.model(images, index)
             loss = out["loss"]
-            self.guard.observe(loss)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            # fp16's scaler skips its own overflowing steps; otherwise a non-finite gradient
+            # is a failure like a non-finite loss
+            self.guard.observe(loss, None if self.scaler.is_enabled() else
+                               [p.grad for p in self.method.parameters() if p.grad is not None])
             if t.clip_grad:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.method.parameters(), t.clip_grad)

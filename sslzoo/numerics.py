@@ -1,4 +1,4 @@
-"""Non-finite losses caught without a host-device sync inside the training step.
+"""Non-finite losses and gradients caught without a host-device sync inside the training step.
 
 :class:`NonFiniteGuard` keeps, on the training device, a step counter, the number of
 steps whose loss was not finite and the step numbers of the first ``limit + 1`` of them.
@@ -45,9 +45,18 @@ class NonFiniteGuard:
         self.steps = torch.tensor(steps, dtype=torch.long, device=device)  # (limit + 1,)
         self.ok = torch.ones((), dtype=torch.bool, device=device)
 
-    def observe(self, loss: Tensor) -> Tensor:
-        """Record this step's loss; returns the device flag ``loss is finite`` (no sync)."""
+    def observe(self, loss: Tensor, grads: list[Tensor] | None = None) -> Tensor:
+        """Record this step's loss and, when given, its gradients; returns the device flag
+        ``loss and gradients are finite`` (no sync).
+
+        The gradients matter on their own: a finite loss can come with a non-finite
+        gradient (seen with bf16 autocast on the CPU, in a convolution's weight gradient),
+        which would put NaN into the weights without the loss ever showing it.
+        """
         ok = torch.isfinite(loss.detach()).all()
+        if grads:
+            norms = torch.stack(torch._foreach_norm([g.detach() for g in grads]))
+            ok = ok & torch.isfinite(norms).all()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             flag = ok.to(torch.int32)     # every rank skips the same steps
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)

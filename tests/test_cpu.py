@@ -49,21 +49,20 @@ def test_native_bf16_needs_avx512_bf16_or_amx(flags, native):
     assert cpu.cpu_supports_bf16(frozenset(flags)) is native
 
 
-@pytest.mark.parametrize("native, dtype", [(True, torch.bfloat16), (False, None)])
-def test_precision_auto_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, native, dtype):
-    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: native)
-    assert resolve_precision("auto", torch.device("cpu")) is dtype
-    assert resolve_precision("fp32", torch.device("cpu")) is None
-
-
 @pytest.mark.parametrize("native", [True, False])
-def test_config_json_records_the_autocast_the_run_used(tmp_path, monkeypatch, native):
+def test_precision_auto_is_fp32_on_the_cpu_even_with_native_bf16(monkeypatch, native):
     monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: native)
-    spec = resolve({**SPEC, "out": str(tmp_path)}, HEAD)
+    assert resolve_precision("auto", torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("precision, autocast", [("auto", "off"), ("bf16", "bfloat16")])
+def test_config_json_records_the_autocast_the_run_used(tmp_path, monkeypatch, precision, autocast):
+    monkeypatch.setattr(engine, "cpu_supports_bf16", lambda: True)
+    spec = resolve({**SPEC, "out": str(tmp_path), "precision": precision}, HEAD)
     Trainer(spec, quiet=True).fit()
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["train"]["precision"] == "auto"
-    assert config["autocast"] == ("bfloat16" if native else "off")
+    assert config["train"]["precision"] == precision
+    assert config["autocast"] == autocast
 
 
 def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_emulated(monkeypatch):

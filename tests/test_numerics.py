@@ -33,6 +33,44 @@ def nan_at(monkeypatch, target: str, steps: set[int]) -> None:
     monkeypatch.setattr(target, loss)
 
 
+def nan_grad_at(monkeypatch, target: str, steps: set[int]) -> None:
+    """Make the loss function ``target`` keep its value but get a NaN gradient on the
+    given calls (``0 * sqrt(0)``: value 0, gradient 0 * inf)."""
+    import importlib
+
+    module, name = target.rsplit(".", 1)
+    real = getattr(importlib.import_module(module), name)
+    calls = [0]
+
+    def loss(*args, **kwargs):
+        calls[0] += 1
+        out = real(*args, **kwargs)
+        if calls[0] in steps:
+            out = out + 0 * (args[0] - args[0].detach()).flatten()[0].abs().sqrt()
+        return out
+    monkeypatch.setattr(target, loss)
+
+
+def test_guard_flags_a_non_finite_gradient_under_a_finite_loss():
+    guard = NonFiniteGuard(limit=0, device=torch.device("cpu"))
+    good, bad = torch.ones(3), torch.tensor([1.0, float("nan")])
+    assert bool(guard.observe(torch.tensor(1.0), [good]))
+    assert not bool(guard.observe(torch.tensor(1.0), [good, bad]))
+    assert guard.check() == ([], 2)
+
+
+def test_a_nan_gradient_with_a_finite_loss_stops_the_run_before_any_checkpoint_holds_it(
+        tmp_path, monkeypatch):
+    nan_grad_at(monkeypatch, "sslzoo_plugins.simclr.nt_xent", {3})
+    spec = resolve({**TINY, "method": "simclr", "out": str(tmp_path / "run"),
+                    "checkpoint_every": 2}, SIMCLR)
+    with pytest.raises(TrainingError, match="gradient is not finite at step 3;"):
+        Trainer(spec, quiet=True).fit()
+    saved = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert saved["step"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+
+
 def test_guard_counts_non_finite_steps_and_names_the_one_beyond_the_limit():
     guard = NonFiniteGuard(limit=1, device=torch.device("cpu"))
     for value in (1.0, float("nan"), 2.0, float("inf"), float("nan")):
