@@ -22,11 +22,13 @@ sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-
     --budget-steps 40 --batch-size 32 --seeds 0,1,2 --precision fp32 "${SMALL_DATA_SETS[@]}" \
     --out "$WORK/digits"
 
-# The same with bf16 autocast (the CPU default where the CPU has AVX512-BF16 or AMX): its
-# accuracy must match fp32's within noise for bf16 to be that default.
-sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-size 16 \
-    --budget-steps 40 --batch-size 32 --seeds 0,1,2 --precision bf16 "${SMALL_DATA_SETS[@]}" \
-    --out "$WORK/digits-bf16"
+# The same with --precision bf16 (committed as digits-bf16, made before the guard checked
+# gradients): jigsaw's seed 0 ended with NaN weights from a NaN weight gradient under a
+# finite loss, so bf16 is not the CPU default. Today that run stops at the NaN step, so
+# the command is left out of this script:
+#   sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-size 16 \
+#       --budget-steps 40 --batch-size 32 --seeds 0,1,2 --precision bf16 "${SMALL_DATA_SETS[@]}" \
+#       --out "$WORK/digits-bf16"
 
 # Colour photographs (pip install 'sslzoo[photos]'): 1,200 / 400 crops of ten photos,
 # test crops from regions no training crop touches; 32 px so that jigsaw tiles, inpainting
@@ -36,3 +38,8 @@ sslzoo compare --data photos --methods "$ALL" --backbone resnet10t --image-size 
     --budget-steps 100 --batch-size 32 --seeds 0,1,2 --precision fp32 \
     --set moco.queue_size=1024 --set instdisc.loss=softmax \
     --out "$WORK/photos"
+
+# Jigsaw alone at 64 px, where its tiles are 19 px rather than 9 px.
+sslzoo compare --data photos --methods jigsaw --backbone resnet10t --image-size 64 \
+    --budget-steps 100 --batch-size 32 --seeds 0,1,2 --precision fp32 \
+    --out "$WORK/photos-jigsaw-64"

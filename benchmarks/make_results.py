@@ -24,9 +24,11 @@ END = "<!-- end of the generated quality section -->"
 
 #: why a comparison exists, shown above its table
 NOTES = {
-    "digits-bf16": "The digits comparison again with bf16 autocast, the CPU default where "
-                   "the CPU has AVX512-BF16 or AMX: the condition for that default is the "
-                   "same accuracy as fp32 (the `digits` table) within noise.",
+    "digits-bf16": "The digits comparison again with `--precision bf16` (CPU with "
+                   "AVX512-BF16), the check a bf16 CPU default had to pass: the same accuracy "
+                   "as fp32 (the `digits` table) within noise. Jigsaw's seed 0 ended with NaN "
+                   "weights from a NaN weight gradient under a finite loss, so bf16 is not "
+                   "the CPU default (see \"CPU levers\"); today's guard stops such a run.",
     "photos-jigsaw-64": "Jigsaw alone at 64 px: at 32 px its tiles are 9 px, about one "
                         "receptive field of the backbone's stem, which leaves little to "
                         "order; the paper's tiles are 64 px.",

@@ -18,8 +18,11 @@ HEAD = {"proj_hidden_dim": 32, "proj_dim": 16}
 
 #: allocates, frees and allocates again 64 MiB, printing the minor page faults of the second
 FAULTS = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 from sslzoo.cpu import keep_freed_memory
+# no transparent huge pages: a 2 MiB page would fault once for 512 small ones, and whether
+# the kernel has huge pages free varies from moment to moment
+ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0)   # PR_SET_THP_DISABLE
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
 x = torch.ones(16 << 20); del x
