@@ -18,8 +18,9 @@ SIMCLR = {"proj_hidden_dim": 16, "proj_dim": 8}
 MOCO = {"dim": 8, "mlp_hidden_dim": 16, "queue_size": 32}
 
 
-def nan_at(monkeypatch, target: str, steps: set[int]) -> None:
-    """Make the loss function ``target`` return NaN on the given (1-based) calls."""
+def _patch_loss(monkeypatch, target: str, steps: set[int], change) -> None:
+    """Replace the loss function ``target`` by ``change(out, *args)`` on the given
+    (1-based) calls."""
     import importlib
 
     module, name = target.rsplit(".", 1)
@@ -29,26 +30,20 @@ def nan_at(monkeypatch, target: str, steps: set[int]) -> None:
     def loss(*args, **kwargs):
         calls[0] += 1
         out = real(*args, **kwargs)
-        return out * float("nan") if calls[0] in steps else out
+        return change(out, *args) if calls[0] in steps else out
     monkeypatch.setattr(target, loss)
+
+
+def nan_at(monkeypatch, target: str, steps: set[int]) -> None:
+    """Make the loss function ``target`` return NaN on the given calls."""
+    _patch_loss(monkeypatch, target, steps, lambda out, *args: out * float("nan"))
 
 
 def nan_grad_at(monkeypatch, target: str, steps: set[int]) -> None:
     """Make the loss function ``target`` keep its value but get a NaN gradient on the
     given calls (``0 * sqrt(0)``: value 0, gradient 0 * inf)."""
-    import importlib
-
-    module, name = target.rsplit(".", 1)
-    real = getattr(importlib.import_module(module), name)
-    calls = [0]
-
-    def loss(*args, **kwargs):
-        calls[0] += 1
-        out = real(*args, **kwargs)
-        if calls[0] in steps:
-            out = out + 0 * (args[0] - args[0].detach()).flatten()[0].abs().sqrt()
-        return out
-    monkeypatch.setattr(target, loss)
+    _patch_loss(monkeypatch, target, steps, lambda out, first, *rest:
+                out + 0 * (first - first.detach()).flatten()[0].abs().sqrt())
 
 
 def test_guard_flags_a_non_finite_gradient_under_a_finite_loss():
