@@ -51,8 +51,8 @@ class CompareSettings:
         sets: ``{method: {key: value}}`` hyper-parameter overrides (``aug.KEY`` for the
             augment), as ``--set METHOD.KEY=VALUE``.
         device: training and evaluation device.
-        precision: training precision (``--precision``; ``auto`` is bf16 on CUDA and on CPUs
-            with native bf16). Each run records the autocast it used.
+        precision: training precision (``--precision``; ``auto`` is bf16 on CUDA, fp32 on
+            the CPU). Each run records the autocast it used.
         data_root: where torchvision data sets live.
     """
 
