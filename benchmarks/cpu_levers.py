@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
           f"digits, CPU; median of {args.repeats} alternated runs x {args.steps} steps")
     from sslzoo.cpu import cpu_supports_bf16
 
-    print("this CPU: " + ("native bf16 (AVX512-BF16 or AMX): --precision auto is bf16"
-                          if cpu_supports_bf16() else "no native bf16: --precision auto is fp32"))
+    print("this CPU: " + ("native bf16 (AVX512-BF16 or AMX)" if cpu_supports_bf16()
+                          else "no native bf16 (bf16 is emulated)"))
     print("| configuration | images/s | vs fp32 | peak RSS MiB | minor faults | "
           "kernel CPU s |")
     print("|---|---|---|---|---|---|")

@@ -346,8 +346,7 @@ class Trainer:
                        else "")
             raise TrainingError(
                 f"the loss or a gradient is not finite at step {over}{allowed}; lower the "
-                f"learning rate "
-                f"(--lr, now {self.peak_lr:g}), set --clip-grad or --skip-nonfinite N; the last "
+                f"learning rate (--lr, now {self.peak_lr:g}), set --clip-grad or --skip-nonfinite N; the last "
                 f"good checkpoint is in {self.state.run_dir / 'checkpoints'}")
 
     def save_checkpoint(self, periodic: bool = False) -> None:
