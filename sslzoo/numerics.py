@@ -1,7 +1,8 @@
 """Non-finite losses and gradients caught without a host-device sync inside the training step.
 
 :class:`NonFiniteGuard` keeps, on the training device, a step counter, the number of
-steps whose loss or gradients were not finite and the step numbers of the first ``limit + 1`` of them.
+steps whose loss or gradients were not finite and the step numbers of the first
+``limit + 1`` of them.
 Each step adds to these with tensor operations only; the host reads them
 (:meth:`NonFiniteGuard.check`) when it syncs anyway: when metrics are logged and before a
 checkpoint is written or the kNN monitor runs. So a non-finite loss never reaches a saved
