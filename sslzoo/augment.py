@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from sslzoo.config import format_value, hp, validate
 from sslzoo.errors import ConfigError
+from sslzoo.views import FusedViews
 
 
 class Augment(nn.Module):
@@ -55,6 +56,7 @@ class Augment(nn.Module):
 # --------------------------------------------------------------------------------------
 
 _CROPS = ("resized", "padded", "none")
+_BACKENDS = ("fused", "kornia")
 
 
 def _check_interval(config: Any, name: str, low: float, high: float | None) -> None:
@@ -107,6 +109,10 @@ class ViewConfig:
         "at least 3)", gt=0, le=1)
     solarize_prob: float = hp(0.0, "probability of solarizing (pixels >= 0.5 become 1 - x)",
                               ge=0, le=1)
+    backend: Literal["fused", "kornia"] = hp(
+        "fused", "implementation: 'fused' (sslzoo.views: parameters drawn on the device, "
+        "one grid_sample for crop, flips and turns, no host sync) or 'kornia' "
+        "(kornia.augmentation, one module per operation)", choices=_BACKENDS)
 
     def __post_init__(self) -> None:
         _check_interval(self, "crop_scale", 0, 1)
@@ -178,6 +184,7 @@ class ViewAugment(Augment):
                      if c.blur_prob > 0 else None)
         self.solarize = (K.RandomSolarize(thresholds=(0.5, 0.5), additions=(0.0, 0.0),
                                           p=c.solarize_prob) if c.solarize_prob > 0 else None)
+        self.fused = FusedViews(c, image_size, self.blur_kernel)
 
     def forward(self, x: Tensor) -> Tensor:
         """One augmented view of every image.
@@ -194,6 +201,8 @@ class ViewAugment(Augment):
                              f"{tuple(x.shape)}")
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         x = x.to(dtype) / 255 if x.dtype == torch.uint8 else x.to(dtype)
+        if self.config.backend == "fused":
+            return self.fused(x)
         if self.crop is None or self.config.crop == "padded":
             x = self._resize(x)
         if self.crop is not None:
