@@ -1,10 +1,13 @@
-"""Throughput of every registered augment pipeline, in images per second.
+"""Throughput of every registered augment pipeline, in images per second, per backend.
 
 Each pipeline augments one batch of random images ``--iters`` times after a warm-up;
-the median time per call gives the rate. Example::
+the median time per call gives the rate. Every view pipeline runs with each
+``aug.backend`` (``fused``, ``kornia``), and the table gives their ratio and the number of
+tensor operations one call dispatches (each is at least one kernel launch on a GPU, where
+a step at 32 px lasts milliseconds). Example::
 
     python benchmarks/augment_throughput.py --batch-size 256 --image-size 32
-    python benchmarks/augment_throughput.py --batch-size 64 --image-size 96 --device cuda
+    python benchmarks/augment_throughput.py --batch-size 512 --image-size 32 --device cuda
 
 On a CPU shared with other jobs, wall-clock rates say more about the load than about
 the code; ``--threads 1 --clock cpu`` counts the CPU time the process itself used
@@ -13,13 +16,36 @@ instead, which stays close to the rate of an idle single core.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from sslzoo.augment import Augment
+from sslzoo.augment import Augment, ViewConfig
 from sslzoo.plugins import default_plugins
+
+BACKENDS = ("fused", "kornia")
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the ATen operations dispatched inside the ``with`` block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(augment: Augment, x: torch.Tensor) -> int:
+    """ATen operations in one ``augment(x)`` call."""
+    with _CountOps() as counter:
+        augment(x)
+    return counter.count
 
 
 def measure(augment: Augment, x: torch.Tensor, iters: int, warmup: int = 3,
@@ -65,10 +91,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device={args.device} threads={torch.get_num_threads()} batch={args.batch_size} "
           f"size={args.image_size}px clock={args.clock} torch={torch.__version__}")
     registry = default_plugins().augments
+    print(f"| pipeline | {' | '.join(f'{b} images/s' for b in BACKENDS)} | fused / kornia "
+          f"| {' | '.join(f'{b} ops/call' for b in BACKENDS)} |")
+    print("|---|" + "---:|" * (2 * len(BACKENDS) + 1))
     for name in args.only or registry.names():
-        augment = registry.get(name).obj(image_size=args.image_size).to(args.device)
-        rate = measure(augment, x, args.iters, clock=args.clock)
-        print(f"{name:12s} {rate:12,.0f} images/s")
+        cls = registry.get(name).obj
+        if not issubclass(cls.Config, ViewConfig):       # a plugin's own pipeline
+            augment = cls(image_size=args.image_size).to(args.device)
+            rate = measure(augment, x, args.iters, clock=args.clock)
+            print(f"| {name} | {rate:,.0f} | | | {count_ops(augment, x)} | |", flush=True)
+            continue
+        rates, ops = [], []
+        for backend in BACKENDS:
+            config = dataclasses.replace(cls.Config(), backend=backend)
+            augment = cls(config, image_size=args.image_size).to(args.device)
+            rates.append(measure(augment, x, args.iters, clock=args.clock))
+            ops.append(count_ops(augment, x))
+        print(f"| {name} | {' | '.join(f'{r:,.0f}' for r in rates)} | "
+              f"{rates[0] / rates[1]:.2f} | {' | '.join(map(str, ops))} |", flush=True)
 
 
 if __name__ == "__main__":

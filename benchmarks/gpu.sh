@@ -4,7 +4,8 @@
 # Records, for every registered method, bf16 + channels_last images/s of the full path and
 # of the model-only step, their ratio and the peak CUDA memory, with --compile off and on;
 # then SimCLR epochs per minute on a CIFAR-size in-memory set (50k synthetic 32 px images,
-# ResNet-18 with the CIFAR stem, batch 512), eager and compiled (max-autotune).
+# ResNet-18 with the CIFAR stem, batch 512), eager and compiled (max-autotune); and the
+# augmentation alone, fused against kornia (images/s and tensor operations per call).
 #
 #   bash benchmarks/gpu.sh              # on a GPU; prints Markdown tables for RESULTS.md
 #   bash benchmarks/gpu.sh --dry        # tiny sizes on the CPU, so the script cannot rot
@@ -15,9 +16,11 @@ PY=${PYTHON:-python}
 if [[ "${1:-}" == "--dry" ]]; then
   DEVICE=cpu PRECISION=fp32 BACKBONE=small_resnet10 SIZE=16 BATCH=8 BLOCK=2 ROUNDS=1
   IMAGES=64 EBATCH=16 ESTEPS=3 EWARM=1 METHODS="simclr" COMPILE_RUNS="off"
+  AUG_RUNS="8:16" AUG_ITERS=2
 else
   DEVICE=cuda PRECISION=bf16 BACKBONE=small_resnet18 SIZE=32 BATCH=256 BLOCK=12 ROUNDS=2
   IMAGES=50000 EBATCH=512 ESTEPS=60 EWARM=10 METHODS="" COMPILE_RUNS="off on"
+  AUG_RUNS="512:32 256:96 64:224" AUG_ITERS=20
   $PY -c "import torch; print('GPU:', torch.cuda.get_device_name(), '| torch', torch.__version__)"
 fi
 
@@ -38,3 +41,9 @@ if [[ "${1:-}" != "--dry" ]]; then
     --images $IMAGES --batch-size $EBATCH --steps $ESTEPS --warmup $EWARM \
     --compile --compile-mode max-autotune
 fi
+
+for run in $AUG_RUNS; do
+  echo "## augmentation, batch ${run%%:*}, ${run##*:} px"
+  $PY benchmarks/augment_throughput.py --device $DEVICE --batch-size "${run%%:*}" \
+    --image-size "${run##*:}" --iters $AUG_ITERS
+done

@@ -13,12 +13,11 @@ from typing import Any, ClassVar, Literal
 
 import kornia.augmentation as K
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslzoo.config import format_value, hp, validate
 from sslzoo.errors import ConfigError
-from sslzoo.views import FusedViews
+from sslzoo.views import FusedViews, resize
 
 
 class Augment(nn.Module):
@@ -132,22 +131,31 @@ class ViewAugment(Augment):
     """One random view per image: crop, flip, colour jitter, grayscale, blur, solarize.
 
     Every operation draws its parameters independently for each image of the batch and
-    runs batched on the batch's device (kornia.augmentation); an operation whose
-    probability or strength is 0 is left out. The order is SimCLR's: crop and resize,
-    flip, colour jitter (with probability ``jitter_prob``), grayscale, blur, solarize
-    (``grayscale_first`` swaps jitter and grayscale). Images come in and go out as float in
-    ``[0, 1]``, ``(B, C, H, W)`` -> ``(B, C, image_size, image_size)``, unnormalised.
-    Call the augment twice for two views.
+    runs batched on the batch's device; an operation whose probability or strength is 0
+    is left out. The order is SimCLR's: crop and resize, flip, colour jitter (with
+    probability ``jitter_prob``), grayscale, blur, solarize (``grayscale_first`` swaps
+    jitter and grayscale). Images come in and go out as float in ``[0, 1]``,
+    ``(B, C, H, W)`` -> ``(B, C, image_size, image_size)``, unnormalised. Call the augment
+    twice for two views.
 
     Vertical flips and 90-degree rotations (``vflip_prob``, ``rot90_prob``, off by
     default as in the papers) follow the horizontal flip; with them all 8 poses of the
     square's symmetry group occur, for images that have no canonical orientation.
 
-    Two differences from torchvision's per-image pipelines, both kornia's: colour
+    Two implementations draw the same distributions (``aug.backend``):
+
+    * ``fused`` (default), :class:`sslzoo.views.FusedViews`: every parameter drawn on the
+      device, crop, flips and turns as one ``grid_sample``, per-image blur kernels in one
+      depthwise convolution; a constant number of tensor operations per call whatever
+      the batch size, and no host sync. Measured in ``benchmarks/RESULTS.md``.
+    * ``kornia``: one ``kornia.augmentation`` module per operation.
+
+    Two differences from torchvision's per-image pipelines, shared by both: colour
     jitter applies its four adjustments in one random order per batch (torchvision draws
     one per image; the factors are still per image), and a 'resized' crop is resampled
     without antialiasing. Single-channel images skip saturation and hue, as torchvision
-    does.
+    does. The fused crop samples the full image, so a crop smaller than the output blends
+    its outermost half pixel with the neighbouring pixels where kornia repeats its edge.
 
     Args:
         config: a :class:`ViewConfig` (the class's ``Config``); defaults when ``None``.
@@ -221,11 +229,7 @@ class ViewAugment(Augment):
         return x.clamp_(0, 1)
 
     def _resize(self, x: Tensor) -> Tensor:
-        size = (self.image_size, self.image_size)
-        if tuple(x.shape[-2:]) == size:
-            return x.clone()
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                             antialias=True).clamp_(0, 1)
+        return resize(x, self.image_size).clone()
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, config={self.config}"
@@ -254,9 +258,8 @@ class RandomRot90(nn.Module):
         rotate = torch.rand(len(x), device=x.device) < self.p
         turns = torch.randint(1, 4, (len(x),), device=x.device) * rotate
         out = x.clone()
-        for k in (1, 2, 3):
-            chosen = turns == k
-            out[chosen] = torch.rot90(x[chosen], k, dims=(-2, -1))
+        for k in (1, 2, 3):   # selected with where, not boolean indexing: no host sync
+            out = torch.where((turns == k).view(-1, 1, 1, 1), torch.rot90(x, k, dims=(-2, -1)), out)
         return out
 
     def extra_repr(self) -> str:

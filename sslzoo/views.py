@@ -113,6 +113,15 @@ def resized_crop_boxes(n: int, height: int, width: int, scale: tuple[float, floa
     return torch.stack([x0, y0, w, h], 1)
 
 
+def resize(x: Tensor, size: int) -> Tensor:
+    """Images resized to ``size x size`` (antialiased bilinear), or ``x`` itself when they
+    already are."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True).clamp_(0, 1)
+
+
 def gray(x: Tensor) -> Tensor:
     """``(B, 1, H, W)`` luma of RGB images (the image itself when single-channel)."""
     if x.shape[1] == 1:
@@ -251,14 +260,17 @@ class FusedViews(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """One view of every image: float ``(B, C, H, W)`` in [0, 1] ->
         ``(B, C, image_size, image_size)``."""
+        c = self.config
+        if c.crop == "none" and not any((c.hflip_prob, c.vflip_prob, c.rot90_prob, c.jitter_prob,
+                                         c.grayscale_prob, c.blur_prob, c.solarize_prob)):
+            return resize(x, self.image_size).clone()     # nothing random: nothing to draw
         return self.apply(x, self.sample(len(x), x.shape[-2], x.shape[-1], x.device))
 
     def apply(self, x: Tensor, p: ViewParams) -> Tensor:
         """The views that parameters ``p`` describe (see :meth:`sample`)."""
         c, s = self.config, self.image_size
-        if c.crop != "resized" and tuple(x.shape[-2:]) != (s, s):
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
-                              antialias=True).clamp_(0, 1)
+        if c.crop != "resized":
+            x = resize(x, s)
         x = self._geometry(x, p)
         jitter = c.jitter_prob > 0 and any((c.brightness, c.contrast, c.saturation, c.hue))
         colour = [self._jitter if jitter else None,

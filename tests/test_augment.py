@@ -24,6 +24,18 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, params=["fused", "kornia"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with each implementation of the view pipelines."""
+    real = ViewAugment.__init__
+
+    def init(self: ViewAugment, config: object = None, image_size: int = 32) -> None:
+        config = config if config is not None else type(self).Config()
+        real(self, dataclasses.replace(config, backend=request.param), image_size)
+    monkeypatch.setattr(ViewAugment, "__init__", init)
+    return request.param
+
+
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -245,6 +257,10 @@ def test_rotation_and_vertical_flip_leave_pixel_values_exact():
     x = torch.rand(64, 3, 8, 8)
     out = NoAugment(NoAugment.Config(vflip_prob=0.5, rot90_prob=1.0), image_size=8)(x)
     assert torch.equal(out.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+
+
+def test_the_backend_fixture_reaches_every_pipeline(backend: str) -> None:
+    assert all(cls(image_size=8).config.backend == backend for cls in AUGMENTS)
 
 
 def test_interval_message_names_the_condition_that_failed():

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,6 +23,13 @@ def test_gpu_benchmark_dry_mode_prints_every_table_on_the_cpu():
     full, model_only, ratio = (float(v) for v in simclr[2:5])
     assert full > 0 and model_only > 0 and ratio > 0
     assert any("epochs/min" in row for row in rows)
+    # the augmentation table comes last: fused and kornia rates and their ratio per pipeline
+    header = next(i for i, row in enumerate(rows) if "fused / kornia" in row)
+    augments = {row.split("|")[1].strip(): row.split("|") for row in rows[header + 2:]}
+    assert {"simclr", "moco-v2", "crop-flip"} <= set(augments)
+    fused_rate, kornia_rate, ratio = (float(v.replace(",", "")) for v in augments["simclr"][2:5])
+    assert fused_rate > 0 and kornia_rate > 0 and ratio == pytest.approx(fused_rate / kornia_rate,
+                                                                          rel=0.02, abs=0.01)
 
 
 def test_the_side_by_side_benchmark_writes_a_folder_sslzoo_reads(tmp_path):

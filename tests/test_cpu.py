@@ -40,9 +40,13 @@ def _faults(mode: str) -> int:
 
 @pytest.mark.skipif(cpu._glibc() is None, reason="glibc only")
 def test_kept_freed_memory_is_reused_without_page_faults():
-    untuned, tuned = _faults("default"), _faults("tuned")
-    assert untuned > 4000                 # 64 MiB mapped afresh: ~16k faults of 4 KiB pages
-    assert tuned < untuned / 4
+    # glibc's default maps 64 MiB afresh: ~16k faults of 4 KiB pages. Best of three, as
+    # the kernel's page handling varies with what else the machine does; the tuned
+    # allocator must reuse its pages every time.
+    untuned = max(_faults("default") for _ in range(3))
+    tuned = [_faults("tuned") for _ in range(3)]
+    assert untuned > 4000, untuned
+    assert max(tuned) < untuned / 4, (untuned, tuned)
 
 
 @pytest.mark.parametrize("flags, native", [({"avx2", "avx512f"}, False),
