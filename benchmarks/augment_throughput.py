@@ -1,7 +1,8 @@
 """Throughput of every registered augment pipeline, in images per second, per backend.
 
 Each pipeline augments one batch of random images ``--iters`` times after a warm-up;
-the median time per call gives the rate. Every view pipeline runs with each
+the median time per call gives the rate, and the median over ``--rounds`` alternated
+measurements is reported. Every view pipeline runs with each
 ``aug.backend`` (``fused``, ``kornia``), and the table gives their ratio and the number of
 tensor operations one call dispatches (each is at least one kernel launch on a GPU, where
 a step at 32 px lasts milliseconds). Example::
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternated measurements of the two backends (median)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall clock, or CPU time of this process (CPU device only)")
@@ -101,12 +104,14 @@ def main(argv: list[str] | None = None) -> None:
             rate = measure(augment, x, args.iters, clock=args.clock)
             print(f"| {name} | {rate:,.0f} | | | {count_ops(augment, x)} | |", flush=True)
             continue
-        rates, ops = [], []
-        for backend in BACKENDS:
-            config = dataclasses.replace(cls.Config(), backend=backend)
-            augment = cls(config, image_size=args.image_size).to(args.device)
-            rates.append(measure(augment, x, args.iters, clock=args.clock))
-            ops.append(count_ops(augment, x))
+        augments = [cls(dataclasses.replace(cls.Config(), backend=backend),
+                        image_size=args.image_size).to(args.device) for backend in BACKENDS]
+        samples: list[list[float]] = [[] for _ in BACKENDS]
+        for _ in range(args.rounds):               # alternated, so noise falls on both
+            for augment, rates_of in zip(augments, samples):
+                rates_of.append(measure(augment, x, args.iters, clock=args.clock))
+        rates = [statistics.median(r) for r in samples]
+        ops = [count_ops(augment, x) for augment in augments]
         print(f"| {name} | {' | '.join(f'{r:,.0f}' for r in rates)} | "
               f"{rates[0] / rates[1]:.2f} | {' | '.join(map(str, ops))} |", flush=True)
 

@@ -16,11 +16,11 @@ PY=${PYTHON:-python}
 if [[ "${1:-}" == "--dry" ]]; then
   DEVICE=cpu PRECISION=fp32 BACKBONE=small_resnet10 SIZE=16 BATCH=8 BLOCK=2 ROUNDS=1
   IMAGES=64 EBATCH=16 ESTEPS=3 EWARM=1 METHODS="simclr" COMPILE_RUNS="off"
-  AUG_RUNS="8:16" AUG_ITERS=2
+  AUG_RUNS="8:16" AUG_ITERS=2 AUG_ROUNDS=1
 else
   DEVICE=cuda PRECISION=bf16 BACKBONE=small_resnet18 SIZE=32 BATCH=256 BLOCK=12 ROUNDS=2
   IMAGES=50000 EBATCH=512 ESTEPS=60 EWARM=10 METHODS="" COMPILE_RUNS="off on"
-  AUG_RUNS="512:32 256:96 64:224" AUG_ITERS=20
+  AUG_RUNS="512:32 256:96 64:224" AUG_ITERS=20 AUG_ROUNDS=3
   $PY -c "import torch; print('GPU:', torch.cuda.get_device_name(), '| torch', torch.__version__)"
 fi
 
@@ -45,5 +45,5 @@ fi
 for run in $AUG_RUNS; do
   echo "## augmentation, batch ${run%%:*}, ${run##*:} px"
   $PY benchmarks/augment_throughput.py --device $DEVICE --batch-size "${run%%:*}" \
-    --image-size "${run##*:}" --iters $AUG_ITERS
+    --image-size "${run##*:}" --iters $AUG_ITERS --rounds $AUG_ROUNDS
 done
