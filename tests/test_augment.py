@@ -9,14 +9,7 @@ from sslzoo.augment import (AUGMENTS, CropFlipAugment, InstDiscAugment, MoCoV1Au
                             MoCoV2Augment, NoAugment, SimCLRAugment, ViewAugment, ViewConfig)
 from sslzoo.config import build, describe
 from sslzoo.errors import ConfigError
-
-OFF = dict(crop="none", hflip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
-           solarize_prob=0.0)
-
-
-def only(**changes: object) -> ViewConfig:
-    """A config with every operation off except ``changes``."""
-    return ViewConfig(**{**OFF, **changes})  # type: ignore[arg-type]
+from tests.tiny import only
 
 
 @pytest.fixture(autouse=True)

@@ -16,15 +16,9 @@ from torchvision.transforms.v2 import functional as TF
 from sslzoo.augment import (AUGMENTS, CropFlipAugment, MoCoV1Augment, SimCLRAugment,
                             ViewAugment, ViewConfig)
 from sslzoo.views import FusedViews, ViewParams, adjust_hue, resized_crop_boxes
+from tests.tiny import only
 
 N = 4000
-OFF = dict(crop="none", hflip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
-           solarize_prob=0.0)
-
-
-def only(**changes: object) -> ViewConfig:
-    """A config with every operation off except ``changes``."""
-    return ViewConfig(**{**OFF, **changes})  # type: ignore[arg-type]
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,10 @@
-"""Tiny stand-ins shared by the method tests: a two-conv backbone and an identity augment."""
+"""Tiny stand-ins shared by the tests: a two-conv backbone, an identity augment, and view
+configs with every operation off but the named ones."""
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from sslzoo.augment import Augment
+from sslzoo.augment import Augment, ViewConfig
 from sslzoo.backbone import Backbone
 
 
@@ -28,3 +29,12 @@ class Identity(Augment):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.clone()
+
+
+OFF = dict(crop="none", hflip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+           solarize_prob=0.0)
+
+
+def only(**changes: object) -> ViewConfig:
+    """A view config with every operation off except ``changes``."""
+    return ViewConfig(**{**OFF, **changes})  # type: ignore[arg-type]
