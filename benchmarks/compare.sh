@@ -22,6 +22,14 @@ sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-
     --budget-steps 40 --batch-size 32 --seeds 0,1,2 --precision fp32 "${SMALL_DATA_SETS[@]}" \
     --out "$WORK/digits"
 
+# The same with the kornia augmentation backend (digits-kornia, the check that the fused
+# default changes no accuracy beyond noise).
+KORNIA=()
+for m in ${ALL//,/ }; do KORNIA+=(--set "$m.aug.backend=kornia"); done
+sslzoo compare --data digits --methods "$ALL" --backbone small_resnet10 --image-size 16 \
+    --budget-steps 40 --batch-size 32 --seeds 0,1,2 --precision fp32 "${SMALL_DATA_SETS[@]}" \
+    "${KORNIA[@]}" --out "$WORK/digits-kornia"
+
 # The same with --precision bf16 (committed as digits-bf16, made before the guard checked
 # gradients): jigsaw's seed 0 ended with NaN weights from a NaN weight gradient under a
 # finite loss, so bf16 is not the CPU default. Today that run stops at the NaN step, so

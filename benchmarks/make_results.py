@@ -24,9 +24,15 @@ END = "<!-- end of the generated quality section -->"
 
 #: why a comparison exists, shown above its table
 NOTES = {
+    "digits-kornia": "The digits comparison as first committed, with the kornia augmentation "
+                     "(made before the fused backend existed and became the default; `--set "
+                     "METHOD.aug.backend=kornia` for every method repeats it). The fused "
+                     "default's table (`digits`) gives the same kNN, within the larger of the two "
+                     "tables' sds, for every method: the largest differences are invaspread "
+                     "+0.012 (sds 0.006, 0.015) and instdisc -0.008 (0.007, 0.013).",
     "digits-bf16": "The digits comparison again with `--precision bf16` (CPU with "
                    "AVX512-BF16), the check a bf16 CPU default had to pass: the same accuracy "
-                   "as fp32 (the `digits` table) within noise. Jigsaw's seed 0 ended with NaN "
+                   "as fp32 (the `digits-kornia` table, same augmentation) within noise. Jigsaw's seed 0 ended with NaN "
                    "weights from a NaN weight gradient under a finite loss, so bf16 is not "
                    "the CPU default (see \"CPU levers\"); today's guard stops such a run.",
     "photos-jigsaw-64": "Jigsaw alone at 64 px: at 32 px its tiles are 9 px, about one "

@@ -182,13 +182,16 @@ def train_and_evaluate(settings: CompareSettings, method: str, seed: int, run_di
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = max((r.get("step", 0) for r in rows), default=0)
     last = next((r for r in reversed(rows) if "loss" in r), {})
-    autocast = json.loads((run_dir / "config.json").read_text()).get("autocast")
+    config = json.loads((run_dir / "config.json").read_text())
+    autocast = config.get("autocast")
+    augment_backend = config.get("augment", {}).get("backend")
     common = {"device": settings.device, "plugins": plugins, "features": settings.features}
     trained = evaluate(run_dir, **common)
     random = _random_init_eval(run_dir, run_dir.parent.parent / "random-init", common, plugins)
     return {"method": method, "seed": seed, "steps": steps, "train_seconds": seconds,
             "images_per_second": steps * settings.batch_size / seconds if seconds else None,
             "last_loss": last.get("loss"), "last_acc": last.get("acc"), "autocast": autocast,
+            "augment_backend": augment_backend,
             "features": trained["features"], "feature_dim": trained["feature_dim"],
             "knn_k": trained["knn_k"], "knn_temperature": trained["knn_temperature"],
             "num_train": trained["num_train"], "num_test": trained["num_test"],
@@ -299,12 +302,18 @@ def _autocast(report: dict[str, Any]) -> str:
     return ", " + " and ".join("fp32" if a == "off" else f"{a} autocast" for a in sorted(used))
 
 
+def _augment_backend(report: dict[str, Any]) -> str:
+    """", fused augmentation" from what the runs recorded (older runs: not recorded)."""
+    used = {r.get("augment_backend") for r in report["runs"]} - {None}
+    return ", " + " and ".join(sorted(used)) + " augmentation" if used else ""
+
+
 def format_table(report: dict[str, Any]) -> str:
     """The Markdown table of a comparison (rows in ``--methods`` order, none highlighted)."""
     s = report["settings"]
     lines = [f"{s['data']}, {s['backbone']}, {s['image_size']} px, {s['budget_steps']} steps of "
              f"{s['batch_size']} images, seeds {','.join(map(str, s['seeds']))}, features "
-             f"{s['features']}{_autocast(report)}; mean ± sd over seeds; z in random-init sd units."
+             f"{s['features']}{_autocast(report)}{_augment_backend(report)}; mean ± sd over seeds; z in random-init sd units."
              + ("" if report.get("complete", True) else " INCOMPLETE: runs still missing."), "",
              "| method | kNN random init | kNN | z kNN | linear random init | linear | z linear "
              "| train s | images/s |",

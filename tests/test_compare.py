@@ -27,6 +27,16 @@ def test_z_is_undefined_without_a_random_init_spread():
     assert compare.z_score([0.9, 0.8], [0.5, 0.5]) is None
 
 
+def test_the_table_names_the_augmentation_each_run_recorded():
+    run = {"autocast": "off", "augment_backend": "fused"}
+    report = {"settings": {"data": "d", "backbone": "b", "image_size": 16, "budget_steps": 2,
+                           "batch_size": 8, "seeds": [0, 1], "features": "final"},
+              "runs": [run, {**run, "augment_backend": "kornia"}], "summary": []}
+    assert ", fp32, fused and kornia augmentation;" in compare.format_table(report)
+    older = {**report, "runs": [{"autocast": "off"}]}  # made before the field existed
+    assert "augmentation" not in compare.format_table(older)
+
+
 def test_method_sets_need_a_method_of_the_comparison():
     assert compare.parse_method_sets({"moco.queue_size": "1024", "moco.aug.crop": "0.2"},
                                      ["moco"]) == {"moco": {"queue_size": "1024", "aug.crop": "0.2"}}
@@ -51,6 +61,7 @@ def test_compare_writes_json_table_and_chart_for_every_method_and_seed(compared)
     for run in report["runs"]:
         assert run["steps"] == 2 and run["features"] == "final" and run["knn_temperature"] == 0.07
         assert 0 <= run["knn_top1"] <= 1 and 0 <= run["random_linear_top1"] <= 1
+        assert run["augment_backend"] == "fused"  # the default, recorded per run
     row = report["summary"][0]
     knn = [r["knn_top1"] for r in report["runs"] if r["method"] == "rotation"]
     random = [r["random_knn_top1"] for r in report["runs"] if r["method"] == "rotation"]
@@ -58,6 +69,7 @@ def test_compare_writes_json_table_and_chart_for_every_method_and_seed(compared)
     assert row["knn_z"] == compare.z_score(knn, random)
     table = (out / "compare.md").read_text()
     assert table in output and "| rotation |" in table and "**" not in table
+    assert ", fused augmentation;" in table.splitlines()[0]
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
