@@ -189,10 +189,11 @@ class InstDisc(Method):
     def _estimate_z(self, scores: Tensor) -> None:
         """Set Z once (Eq. (8), official ``NCEAverage``): ``Z = n * mean(exp(scores))``
         over the first batch, averaged over ranks so that all ranks share it."""
-        if torch.isnan(self.log_z):
-            log_z = torch.logsumexp(scores.flatten().double(), 0) + math.log(
-                self.memory.size / scores.numel())
-            self.log_z.copy_(distributed.all_reduce_mean(log_z.exp()).log())
+        log_z = torch.logsumexp(scores.flatten().double(), 0) + math.log(
+            self.memory.size / scores.numel())
+        log_z = distributed.all_reduce_mean(log_z.exp()).log()
+        # a Z already set (a resumed run's) is kept; decided on the device, no host read
+        self.log_z.copy_(torch.where(torch.isnan(self.log_z), log_z, self.log_z))
         self._z_known = True
 
     def on_step_end(self) -> None:

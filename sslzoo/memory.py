@@ -83,7 +83,8 @@ class MemoryBank(nn.Module):
                 must pass the same ``B``), keeping the banks identical everywhere.
 
         A row that appears several times (DistributedSampler pads the last batch with
-        repeats) is updated once, from its last occurrence, on every rank alike.
+        repeats) is updated once, from its last occurrence, on every rank alike; no
+        step of it reads the device from the host.
         """
         if index.ndim != 1 or features.shape != (index.shape[0], self.dim):
             raise ValueError(f"update expects index (B,) and features (B, {self.dim}), got "
@@ -106,8 +107,16 @@ class MemoryBank(nn.Module):
 
 
 def _last_occurrence(index: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-    """Unique ``index`` values and, for each, the features of its last occurrence."""
-    unique, inverse = torch.unique(index, return_inverse=True)        # (U,), (B,)
-    position = torch.arange(len(index), device=index.device)
-    last = torch.full_like(unique, -1).scatter_reduce_(0, inverse, position, reduce="amax")
-    return unique, features[last]
+    """``index`` and, at every position, the features of that index's last occurrence.
+
+    Repeated rows then carry identical updates, so writing all ``B`` of them gives the same
+    bank in any order. Fixed shapes throughout (a stable sort, no ``unique``), so nothing
+    waits for the device to learn how many rows are distinct.
+    """
+    ordered, order = torch.sort(index, stable=True)                   # (B,), (B,)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    run = torch.cumsum(starts, 0) - 1                                 # run of each sorted entry
+    last_in_run = torch.full_like(order, -1).scatter_reduce_(0, run, order, reduce="amax")
+    last = torch.empty_like(order).scatter_(0, order, last_in_run[run])  # (B,)
+    return index, features[last]

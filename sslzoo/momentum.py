@@ -34,7 +34,7 @@ from sslzoo import distributed
 
 
 @torch.no_grad()
-def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
+def momentum_update(online: nn.Module, target: nn.Module, m: float | Tensor) -> None:
     """``theta_target <- m * theta_target + (1 - m) * theta_online``, in place.
 
     MoCo's Eq. (2); ``m = 0.999`` in the paper ("a relatively large momentum (e.g.,
@@ -45,16 +45,22 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
         online: the encoder trained by back-propagation (MoCo's query encoder).
         target: a copy of ``online`` (same parameters in the same order).
         m: momentum in ``[0, 1]``; 1 leaves ``target`` unchanged, 0 copies ``online``.
+            A scalar tensor on the device (a schedule such as BYOL's computed there) is
+            used without reading it on the host, so its range is the caller's to keep.
 
     Raises:
-        ValueError: ``m`` outside ``[0, 1]`` or ``target`` not shaped like ``online``.
+        ValueError: a float ``m`` outside ``[0, 1]`` or ``target`` not shaped like ``online``.
     """
-    if not 0.0 <= m <= 1.0:
+    if not isinstance(m, Tensor) and not 0.0 <= m <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {m}")
     src, dst = list(online.parameters()), list(target.parameters())
     if len(src) != len(dst) or any(a.shape != b.shape for a, b in zip(src, dst)):
         raise ValueError("the target encoder must be a copy of the online encoder "
                          f"({len(dst)} vs {len(src)} parameter tensors, or shapes differ)")
+    if isinstance(m, Tensor):   # target + (1 - m) (online - target), with no host read
+        weight = (1 - m).to(dst[0].dtype) if dst else m
+        torch._foreach_lerp_(dst, src, [weight] * len(dst))   # the tensor-list overload
+        return
     torch._foreach_mul_(dst, m)
     torch._foreach_add_(dst, src, alpha=1.0 - m)
 

@@ -47,6 +47,28 @@ def test_repeated_index_is_updated_once_from_its_last_occurrence():
     assert torch.allclose(memory.bank[4], mixed / mixed.norm(), atol=1e-6)
 
 
+def test_many_repeats_match_a_loop_over_the_last_occurrences():
+    torch.manual_seed(2)
+    memory = MemoryBank(10, 4, momentum=0.3)
+    before = memory.bank.clone()
+    index = torch.randint(0, 10, (40,))                     # most rows repeat, some many times
+    f = F.normalize(torch.randn(40, 4), dim=1)
+    memory.update(index, f)
+    expected = before.clone()
+    for row in range(10):
+        hits = (index == row).nonzero().flatten()
+        if len(hits):
+            mixed = 0.3 * before[row] + 0.7 * f[hits[-1]]
+            expected[row] = mixed / mixed.norm()
+    torch.testing.assert_close(memory.bank, expected, rtol=0, atol=1e-6)
+
+
+def test_update_makes_no_host_read():
+    """On the meta device any read of a value on the host raises (``unique`` did)."""
+    memory = MemoryBank(10, 4).to("meta")
+    memory.update(torch.zeros(6, dtype=torch.long, device="meta"), torch.empty(6, 4, device="meta"))
+
+
 def test_lookup_and_noise_sampling_shapes():
     memory = MemoryBank(7, 5)
     rows = memory.sample(3, 11)

@@ -3,6 +3,7 @@ training step with a finite loss, its gradients reach the backbone, and its stat
 round-trips through a checkpoint."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -127,3 +128,43 @@ def test_simclr_square_root_rule_is_0075_sqrt_batch():
 
     config = OptimConfig(lr=0.075, lr_batch=1, lr_scaling="sqrt")
     assert peak_learning_rate(config, 1024) == pytest.approx(0.075 * 32)
+
+
+@pytest.mark.parametrize("name", methods())
+def test_method_step_makes_no_host_read(name, monkeypatch):
+    """The whole optimiser step of the engine (forward, backward, the non-finite guard,
+    the optimiser, ``on_step_end``) runs on the meta device, where any read of a tensor's
+    value on the host (``item``, ``tolist``, ``bool``, boolean indexing) raises: on a GPU
+    the step queues its kernels without waiting for them."""
+    from sslzoo.engine import build_optimizer
+    from sslzoo.numerics import NonFiniteGuard
+
+    autocast = torch.autocast   # autocast has no meta device type; there it does nothing
+    monkeypatch.setattr(torch, "autocast", lambda device_type, *a, **k: (
+        contextlib.nullcontext() if device_type == "meta" else autocast(device_type, *a, **k)))
+    _, method = tiny_method(name)
+    meta = torch.device("meta")
+    _to_device_but_augments(method, meta)
+    optimizer = build_optimizer(method, 0.1, meta)
+    guard = NonFiniteGuard(0, meta)
+    images, index = torch.empty(BATCH, 3, SIZE, SIZE, device=meta), torch.arange(BATCH, device=meta)
+    for _ in range(2):   # the second step sees the optimiser's state, queues and banks filled
+        out = method(images, index)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        guard.observe(out["loss"], [p.grad for p in method.parameters() if p.grad is not None])
+        optimizer.step()
+        method.on_step_end()
+    assert out["loss"].device == meta
+
+
+def _to_device_but_augments(module: torch.nn.Module, device: torch.device) -> None:
+    """``module.to(device)`` except for augments: they hold no state the step changes and
+    draw their parameters on the device of the images they get (kornia's samplers cannot
+    be moved to the meta device)."""
+    from sslzoo.augment import Augment
+
+    module._apply(lambda t: t.to(device), recurse=False)
+    for child in module.children():
+        if not isinstance(child, Augment):
+            _to_device_but_augments(child, device)

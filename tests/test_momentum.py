@@ -40,6 +40,21 @@ def test_momentum_update_follows_eq_2():
         assert torch.equal(b0, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_momentum_as_a_device_tensor_follows_eq_2(dtype):
+    """A schedule computed on the device (BYOL's tau) is applied without a host read."""
+    online, target = _net(), _net()
+    with torch.no_grad():
+        for p in target.parameters():
+            p.normal_()
+    before = [p.clone() for p in target.parameters()]
+    momentum_update(online, target, torch.tensor(0.9, dtype=dtype))
+    for q, k0, k in zip(online.parameters(), before, target.parameters()):
+        torch.testing.assert_close(k, 0.9 * k0 + 0.1 * q, rtol=0, atol=1e-6)
+    momentum_update(online, target, torch.tensor(0.0, dtype=dtype))
+    assert all(torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))
+
+
 def test_momentum_one_keeps_the_target_and_zero_copies_the_online_encoder():
     online, target = _net(), _net()
     with torch.no_grad():

@@ -167,7 +167,7 @@ class BYOL(sslzoo.Method):
     @torch.no_grad()
     def on_step_end(self) -> None:
         """``xi <- tau xi + (1 - tau) theta`` after the optimiser step, then ``k += 1``."""
-        tau = float(self.tau())
+        tau = self.tau()   # a device scalar: no host read in the step
         momentum_update(self.backbone, self.target_backbone, tau)
         momentum_update(self.projector, self.target_projector, tau)
         self.target_step.add_(1)
