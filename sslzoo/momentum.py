@@ -165,12 +165,14 @@ def _share(index: Tensor, batch: int) -> Tensor:
 def _split_batch_norm(bn: _BatchNorm, x: Tensor, groups: int) -> Tensor:
     """``bn`` applied to each of ``groups`` sub-batches with that sub-batch's statistics.
 
-    Sub-batch ``g`` holds samples ``g, g + G, g + 2G, ...``, which makes the split a free
-    reshape ``(N, C, *) -> (N/G, G*C, *)`` (the batch is in random order, so which
-    samples share a group does not matter). The running statistics move by the mean of
-    the G groups' updates, as in the official demo's ``SplitBatchNorm``.
+    Sub-batch ``g`` holds samples ``g*N/G .. (g+1)*N/G - 1``: a slice along the batch is
+    a free view in either memory format, where the official demo's reshape
+    ``(N, C, *) -> (N/G, G*C, *)`` (samples ``g, g + G, ...``) would copy a channels_last
+    tensor twice. Which samples share a group does not matter: the batch is in random
+    order. The running statistics move by the mean of the G groups' updates, as in the
+    official demo's ``SplitBatchNorm``.
     """
-    n, c = x.shape[:2]
+    n = x.shape[0]
     if n % groups:
         raise ValueError(f"a batch of {n} cannot be split into {groups} equal groups")
     factor = 0.0 if bn.momentum is None else bn.momentum
@@ -178,20 +180,17 @@ def _split_batch_norm(bn: _BatchNorm, x: Tensor, groups: int) -> Tensor:
     if track and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    mean = bn.running_mean.repeat(groups) if track else None        # (G*C,)
-    var = bn.running_var.repeat(groups) if track else None
-    weight = bn.weight.repeat(groups) if bn.weight is not None else None
-    bias = bn.bias.repeat(groups) if bn.bias is not None else None
-    out = F.batch_norm(x.reshape(n // groups, groups * c, *x.shape[2:]),  # (N/G, G*C, *)
-                       mean, var, weight, bias, True, factor, bn.eps)
+    outs, stats = [], []
+    for part in x.chunk(groups):                                    # (N/G, C, *) each
+        mean = bn.running_mean.clone() if track else None           # this group's update
+        var = bn.running_var.clone() if track else None
+        outs.append(F.batch_norm(part, mean, var, bn.weight, bn.bias, True, factor, bn.eps))
+        stats.append((mean, var))
     if track:
         with torch.no_grad():
-            bn.running_mean.copy_(mean.view(groups, c).mean(0))
-            bn.running_var.copy_(var.view(groups, c).mean(0))
-    out = out.reshape(x.shape)                                      # (N, C, *)
-    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+            bn.running_mean.copy_(torch.stack([m for m, _ in stats]).mean(0))
+            bn.running_var.copy_(torch.stack([v for _, v in stats]).mean(0))
+    return torch.cat(outs)                                          # (N, C, *)
 
 
 class _SplitMixin:
@@ -297,7 +296,4 @@ def forward_bn_groups(module: nn.Module, x: Tensor, groups: int) -> Tensor:
     if _split_layers(module) is not None:
         with split_batch_norm(module, groups):
             return module(x)
-    n = x.shape[0]
-    order = torch.arange(n, device=x.device).view(-1, groups).T.reshape(-1)  # groups in turn
-    out = torch.cat([module(x[idx]) for idx in order.view(groups, -1)])
-    return out[torch.argsort(order)]
+    return torch.cat([module(part) for part in x.chunk(groups)])   # the same groups

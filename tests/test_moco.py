@@ -205,13 +205,12 @@ def test_keys_come_from_shuffled_split_batch_norm_and_queries_from_split_batch_n
     torch.manual_seed(7)
     perm = torch.randperm(8)                         # the step's only random draw
     x_k = x.flip(-1)[perm]
-    k = torch.empty(8, 6)
-    for g in range(2):                               # group g: shuffled samples g, g+2, ...
-        k[g::2] = encode(key_backbone, key_head, m, x_k[g::2])
+    # group g: shuffled samples 4g .. 4g+3
+    k = torch.cat([encode(key_backbone, key_head, m, part) for part in x_k.chunk(2)])
     torch.testing.assert_close(m.queue.keys[:8], k[torch.argsort(perm)].detach())
     # the queries' first batch norm moved by the mean of its two groups' statistics
     conv = query_backbone.net[0]
-    q_mean = torch.stack([conv(m.preprocess(x[g::2])).mean((0, 2, 3)) for g in range(2)]).mean(0)
+    q_mean = torch.stack([conv(m.preprocess(part)).mean((0, 2, 3)) for part in x.chunk(2)]).mean(0)
     torch.testing.assert_close(m.backbone.net[1].running_mean,
                                0.9 * query_backbone.net[1].running_mean + 0.1 * q_mean.detach())
 

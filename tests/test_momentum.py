@@ -146,9 +146,8 @@ def test_split_batch_norm_equals_batch_norm_applied_to_each_group():
     x = torch.randn(8, 3, 6, 6)
     with split_batch_norm(net, 2):
         out = net(x)
-    expected = torch.empty_like(out)
-    for g in range(2):                               # group g: samples g, g+2, g+4, ...
-        expected[g::2] = copy.deepcopy(ref)(x[g::2])
+    # group g: samples 4g .. 4g+3
+    expected = torch.cat([copy.deepcopy(ref)(part) for part in x.chunk(2)])
     torch.testing.assert_close(out, expected)
 
 
@@ -157,7 +156,7 @@ def test_split_batch_norm_running_statistics_move_by_the_mean_group_update():
     x = torch.randn(6, 3, 4, 4)
     with split_batch_norm(bn, 3):
         bn(x)
-    groups = [x[g::3] for g in range(3)]
+    groups = list(x.chunk(3))
     mean = torch.stack([g.mean(dim=(0, 2, 3)) for g in groups]).mean(0)
     var = torch.stack([g.transpose(0, 1).reshape(3, -1).var(dim=1) for g in groups]).mean(0)
     torch.testing.assert_close(bn.running_mean, 0.9 * ref.running_mean + 0.1 * mean)
@@ -171,7 +170,7 @@ def test_split_batch_norm_gradients_equal_per_group_batch_norm():
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     with split_batch_norm(net, 4):
         (net(x1) ** 2).sum().backward()
-    sum((ref(x2[g::4]) ** 2).sum() for g in range(4)).backward()
+    sum((ref(part) ** 2).sum() for part in x2.chunk(4)).backward()
     torch.testing.assert_close(x1.grad, x2.grad)
     for p, r in zip(net.parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, r.grad, rtol=1e-4, atol=1e-4)
@@ -208,15 +207,20 @@ def test_forward_bn_groups_falls_back_to_one_pass_per_group_for_other_batch_norm
     with pytest.raises(ValueError, match="convert_split_batch_norm"), split_batch_norm(net, 2):
         pass
     out = forward_bn_groups(net, x, 2)
-    expected = torch.empty_like(out)
-    for g in range(2):
-        expected[g::2] = copy.deepcopy(ref)(x[g::2])
+    expected = torch.cat([copy.deepcopy(ref)(part) for part in x.chunk(2)])
     torch.testing.assert_close(out, expected)
 
 
 def test_forward_bn_groups_keeps_channels_last_and_rejects_uneven_groups():
-    net = convert_split_batch_norm(_net()[:3])
-    x = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
-    assert forward_bn_groups(net, x, 2).is_contiguous(memory_format=torch.channels_last)
+    net, ref = convert_split_batch_norm(_net()[:3]), convert_split_batch_norm(_net()[:3])
+    x = torch.randn(4, 3, 6, 6)
+    last = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x.requires_grad_()
+    out = forward_bn_groups(net, last, 2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, forward_bn_groups(ref, x, 2))   # the same groups
+    out.square().sum().backward()
+    forward_bn_groups(ref, x, 2).square().sum().backward()
+    torch.testing.assert_close(last.grad, x.grad)
     with pytest.raises(ValueError, match="6 cannot be split into 4"):
         forward_bn_groups(net, torch.randn(6, 3, 6, 6), 4)
