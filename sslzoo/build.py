@@ -51,7 +51,8 @@ class TrainConfig:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = cfg.hp(
         "default", "torch.compile mode with --compile (max-autotune: CUDA graphs + autotuning)")
     channels_last: Literal["auto", "on", "off"] = cfg.hp(
-        "auto", "channels_last memory format for images and model; auto: on CUDA only")
+        "auto", "channels_last memory format for images and model; "
+                "auto: on CUDA, and on the CPU in fp32")
     cpu_tuning: bool = cfg.hp(
         True, "on the CPU, keep freed memory in the process (glibc: no mmap, no trim)")
     sync_bn: bool | None = cfg.hp(None, "SyncBatchNorm across processes under torchrun; default: "

@@ -1,8 +1,9 @@
 """One training loop for every method.
 
-Device auto-selection, bf16 autocast and channels_last on CUDA, optional torch.compile,
-linear warm-up + cosine learning rate, gradient clipping, seeds, metrics.jsonl, atomic
-checkpoints that resume exactly, a kNN monitor, and DDP under torchrun.
+Device auto-selection, bf16 autocast on CUDA, channels_last (on CUDA, and on the CPU in
+fp32), optional torch.compile, linear warm-up + cosine learning rate, gradient clipping,
+seeds, metrics.jsonl, atomic checkpoints that resume exactly, a kNN monitor, and DDP
+under torchrun.
 
 The step itself never waits for the device: non-finite losses are counted on the device
 (:mod:`sslzoo.numerics`) and read when metrics are logged and before anything is saved,
@@ -162,6 +163,19 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def resolve_channels_last(mode: str, device: torch.device, autocast: torch.dtype | None) -> bool:
+    """Whether images and model use the channels_last memory format.
+
+    ``auto`` is on on CUDA, and on the CPU when the run is in fp32: there oneDNN's
+    channels_last convolutions measured 1.06-1.29x the step rate (every method, but
+    MoCo within noise; ``benchmarks/RESULTS.md``, "CPU levers"); under CPU bf16 autocast
+    they measured no faster, so ``auto`` leaves the default format there.
+    """
+    if mode != "auto":
+        return mode == "on"
+    return device.type == "cuda" or (device.type == "cpu" and autocast is None)
+
+
 class Trainer:
     """Trains one :class:`RunSpec`; ``Trainer(spec).fit()`` returns the run directory."""
 
@@ -186,7 +200,8 @@ class Trainer:
         cuda = self.device.type == "cuda"
         if self.device.type == "cpu" and t.cpu_tuning:
             keep_freed_memory()    # before the data and the model are allocated
-        channels_last = t.channels_last == "on" or (t.channels_last == "auto" and cuda)
+        channels_last = resolve_channels_last(t.channels_last, self.device, self.autocast_dtype)
+        self.channels_last = channels_last
         if cuda:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -320,7 +335,7 @@ class Trainer:
         extra = {"num_samples": len(self.data), "world_size": self.world,
                  "peak_lr": self.peak_lr, "device": str(self.device),
                  "autocast": str(self.autocast_dtype).removeprefix("torch.") if self.autocast_dtype
-                 else "off"}
+                 else "off", "channels_last": self.channels_last}
         skipped = list(getattr(self.data, "skipped", ()))
         if skipped:
             extra["skipped_files"] = {"count": len(skipped), "first": [

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 
 from sslzoo import cpu, engine
 from sslzoo.build import resolve
-from sslzoo.engine import Trainer, _kernel_options, resolve_precision
+from sslzoo.engine import Trainer, _kernel_options, resolve_channels_last, resolve_precision
 
 SPEC = {"method": "simclr", "data": "synthetic", "backbone": "small_resnet10", "image_size": 16,
         "batch_size": 16, "epochs": 1, "max_steps": 1, "device": "cpu"}
@@ -92,15 +93,27 @@ def test_the_engine_builds_foreach_optimisers_on_the_cpu(tmp_path, optimizer):
     assert trainer.optimizer.defaults["foreach"] is True
 
 
-@pytest.mark.parametrize("mode, expected", [("auto", False), ("on", True), ("off", False)])
-def test_channels_last_on_the_cpu_only_when_asked(tmp_path, mode, expected):
-    spec = resolve({**SPEC, "out": str(tmp_path), "channels_last": mode}, HEAD)
+@pytest.mark.parametrize("mode, precision, expected", [
+    ("auto", "fp32", True), ("auto", "bf16", False), ("on", "bf16", True), ("off", "fp32", False)])
+def test_channels_last_on_the_cpu_in_fp32_unless_turned_off(tmp_path, mode, precision, expected):
+    spec = resolve({**SPEC, "out": str(tmp_path), "channels_last": mode,
+                    "precision": precision}, HEAD)
     trainer = Trainer(spec, quiet=True)
-    trainer._setup()
+    with warnings.catch_warnings():   # bf16 on a CPU without native bf16 warns
+        warnings.simplefilter("ignore")
+        trainer._setup()
     conv = next(m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected
     images, _, _ = next(iter(trainer.loader))
     assert images.is_contiguous(memory_format=torch.channels_last) is expected
+    assert trainer._extra()["channels_last"] is expected
+
+
+def test_channels_last_auto_is_on_for_cuda_in_any_precision():
+    cuda = torch.device("cuda")
+    assert resolve_channels_last("auto", cuda, torch.bfloat16) is True
+    assert resolve_channels_last("auto", cuda, None) is True
+    assert resolve_channels_last("off", cuda, torch.bfloat16) is False
 
 
 def test_no_cpu_tuning_leaves_the_allocator_alone(tmp_path, monkeypatch):
