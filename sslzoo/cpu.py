@@ -9,6 +9,11 @@
   ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` in the environment.
 * :func:`cpu_supports_bf16`: whether the CPU has native bf16 arithmetic (AVX512-BF16 or
   AMX), which :func:`sslzoo.engine.resolve_precision` consults.
+* :func:`convert_small_input_convs`: under CPU bf16 autocast, a convolution whose input
+  is smaller than its kernel (a 1x1 map into a 3x3 stride-2 convolution: ResNet's last
+  stage on jigsaw's 4 px tiles) gets a weight gradient computed from uninitialised
+  memory (torch 2.14's CPU bf16 kernel; values up to 1e38 or inf). Such convolutions run
+  in fp32 instead, which costs nothing measurable: their maps are a pixel or two.
 
 Measured in ``benchmarks/RESULTS.md`` ("CPU levers").
 """
@@ -19,6 +24,9 @@ import ctypes.util
 import functools
 import sys
 from pathlib import Path
+
+import torch
+from torch import Tensor, nn
 
 # glibc's malloc.h
 M_TRIM_THRESHOLD = -1
@@ -80,4 +88,40 @@ def cpu_supports_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
-__all__ = ["cpu_flags", "cpu_supports_bf16", "keep_freed_memory"]
+class SmallInputConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that leaves CPU autocast for inputs smaller than its kernel.
+
+    Same parameters, buffers and state-dict keys as the ``nn.Conv2d`` it replaces
+    (:func:`convert_small_input_convs` swaps the class in place); only the forward
+    differs, and only on the CPU under autocast for such small inputs.
+    """
+
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        kh, kw = self.kernel_size
+        if (input.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and (input.shape[-2] < kh or input.shape[-1] < kw)):
+            with torch.autocast("cpu", enabled=False):
+                return super()._conv_forward(input.float(), weight.float(),
+                                             None if bias is None else bias.float())
+        return super()._conv_forward(input, weight, bias)
+
+
+def convert_small_input_convs(module: nn.Module) -> int:
+    """Make every plain ``nn.Conv2d`` of ``module`` a :class:`SmallInputConv2d`, in place.
+
+    The engine calls it for runs under CPU bf16 autocast. Subclasses of ``nn.Conv2d``
+    with a forward of their own are left alone.
+
+    Returns:
+        How many convolutions were converted.
+    """
+    count = 0
+    for m in module.modules():
+        if type(m) is nn.Conv2d:
+            m.__class__ = SmallInputConv2d
+            count += 1
+    return count
+
+
+__all__ = ["SmallInputConv2d", "convert_small_input_convs", "cpu_flags", "cpu_supports_bf16",
+           "keep_freed_memory"]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from sslzoo import checkpoint, distributed
-from sslzoo.cpu import cpu_supports_bf16, keep_freed_memory
+from sslzoo.cpu import convert_small_input_convs, cpu_supports_bf16, keep_freed_memory
 from sslzoo.build import RunSpec, build_method
 from sslzoo.errors import CheckpointError, ConfigError, DataError, TrainingError
 from sslzoo.method import DataInfo, Method, peak_learning_rate
@@ -238,6 +238,8 @@ class Trainer:
         self.method = self._build(lambda: build_method(self.spec, info, self.plugins)).to(self.device)
         if channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu" and self.autocast_dtype is torch.bfloat16:
+            convert_small_input_convs(self.method)   # see sslzoo.cpu: wrong bf16 gradients
         self.method.prepare(sample_images(self.data, 10_000, seed=t.seed).to(self.device))
         model: nn.Module = self.method
         if self.world > 1:

@@ -1,6 +1,7 @@
 """The CPU levers: glibc's allocator, native bf16 detection, optimiser kernels, channels_last."""
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 
 from sslzoo import cpu, engine
 from sslzoo.build import resolve
+from sslzoo.cpu import SmallInputConv2d, convert_small_input_convs
 from sslzoo.engine import Trainer, _kernel_options, resolve_channels_last, resolve_precision
 
 SPEC = {"method": "simclr", "data": "synthetic", "backbone": "small_resnet10", "image_size": 16,
@@ -123,3 +125,49 @@ def test_no_cpu_tuning_leaves_the_allocator_alone(tmp_path, monkeypatch):
         spec = resolve({**SPEC, "out": str(tmp_path / str(tuning)), "cpu_tuning": tuning}, HEAD)
         Trainer(spec, quiet=True)._setup()
     assert calls == [1]
+
+
+def _dirty_heap() -> None:
+    """Leave freed blocks full of huge values, as a training step leaves its buffers."""
+    junk = [torch.full((1 << 20,), 1e30) for _ in range(16)]
+    del junk
+
+
+@pytest.mark.parametrize("kernel, stride, padding, size", [(3, 2, 1, 1), (7, 1, 3, 2), (7, 2, 3, 1)])
+def test_small_input_convs_get_the_fp32_weight_gradient_under_cpu_bf16(kernel, stride, padding, size):
+    """torch's CPU bf16 convolution computed these weight gradients from uninitialised
+    memory (up to 1e38 or inf): jigsaw's 4 px tiles reach ResNet's last stage as 1x1."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64, 32, kernel, stride, padding, bias=False)
+    ref = copy.deepcopy(conv)
+    assert convert_small_input_convs(conv) == 1 and isinstance(conv, SmallInputConv2d)
+    x = torch.randn(8, 64, size, size).relu()
+    _dirty_heap()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x)
+    out.float().square().sum().backward()
+    ref(x).square().sum().backward()
+    torch.testing.assert_close(conv.weight.grad, ref.weight.grad)
+    assert out.dtype == torch.float32
+
+
+def test_small_input_convs_keep_bf16_for_larger_inputs_and_their_state_dict():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8))
+    keys = list(net.state_dict())
+    assert convert_small_input_convs(net) == 1
+    assert list(net.state_dict()) == keys
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net[0](torch.randn(2, 3, 8, 8)).dtype == torch.bfloat16
+        assert net[0](torch.randn(2, 3, 2, 2)).dtype == torch.float32
+    assert net[0](torch.randn(2, 3, 2, 2)).dtype == torch.float32   # no autocast: unchanged
+
+
+@pytest.mark.parametrize("precision, converted", [("bf16", True), ("fp32", False)])
+def test_the_engine_converts_convs_under_cpu_bf16_only(tmp_path, precision, converted):
+    spec = resolve({**SPEC, "out": str(tmp_path), "precision": precision}, HEAD)
+    trainer = Trainer(spec, quiet=True)
+    with warnings.catch_warnings():   # bf16 on a CPU without native bf16 warns
+        warnings.simplefilter("ignore")
+        trainer._setup()
+    convs = [m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(isinstance(m, SmallInputConv2d) is converted for m in convs)
