@@ -34,7 +34,9 @@ process the batch is split into ``shuffle_bn_groups`` sub-batches that batch nor
 normalises separately, simulating that many GPUs as the official single-GPU CIFAR-10
 demo does with ``SplitBatchNorm`` (``--bn-splits 8``): queries in their order, keys in a
 shuffled order, so a query and its positive key never share batch statistics by
-construction. The batch norms of both encoders are converted to
+construction. Each sub-batch is a contiguous slice of the (randomly ordered) batch, a
+free view in either memory format (the demo's reshape interleaves samples, which copies
+channels_last activations). The batch norms of both encoders are converted to
 :class:`sslzoo.momentum.SplitBatchNorm2d` (same parameters and state-dict keys), which
 behaves as plain batch norm outside the training step and in eval mode.
 """
