@@ -9,11 +9,12 @@
   ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` in the environment.
 * :func:`cpu_supports_bf16`: whether the CPU has native bf16 arithmetic (AVX512-BF16 or
   AMX), which :func:`sslzoo.engine.resolve_precision` consults.
-* :func:`convert_small_input_convs`: under CPU bf16 autocast, a convolution whose input
-  is smaller than its kernel (a 1x1 map into a 3x3 stride-2 convolution: ResNet's last
-  stage on jigsaw's 4 px tiles) gets a weight gradient computed from uninitialised
-  memory (torch 2.14's CPU bf16 kernel; values up to 1e38 or inf). Such convolutions run
-  in fp32 instead, which costs nothing measurable: their maps are a pixel or two.
+* :func:`convert_small_input_convs`: under CPU bf16 autocast, torch 2.14's CPU
+  convolution computes the weight gradient from uninitialised memory (values up to 1e38,
+  or inf) for some inputs no larger than the kernel, e.g. a 1x1 map into a 3x3 stride-2
+  convolution: ResNet's last stage on jigsaw's 4 px tiles. Every convolution whose input
+  is no larger than its kernel (in height or width) runs in fp32 instead, which costs
+  nothing measurable: such maps are a few pixels.
 
 Measured in ``benchmarks/RESULTS.md`` ("CPU levers").
 """
@@ -89,7 +90,7 @@ def cpu_supports_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 class SmallInputConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that leaves CPU autocast for inputs smaller than its kernel.
+    """``nn.Conv2d`` that leaves CPU autocast for inputs no larger than its kernel.
 
     Same parameters, buffers and state-dict keys as the ``nn.Conv2d`` it replaces
     (:func:`convert_small_input_convs` swaps the class in place); only the forward
@@ -99,7 +100,7 @@ class SmallInputConv2d(nn.Conv2d):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         kh, kw = self.kernel_size
         if (input.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-                and (input.shape[-2] < kh or input.shape[-1] < kw)):
+                and (input.shape[-2] <= kh or input.shape[-1] <= kw)):
             with torch.autocast("cpu", enabled=False):
                 return super()._conv_forward(input.float(), weight.float(),
                                              None if bias is None else bias.float())

@@ -133,7 +133,8 @@ def _dirty_heap() -> None:
     del junk
 
 
-@pytest.mark.parametrize("kernel, stride, padding, size", [(3, 2, 1, 1), (7, 1, 3, 2), (7, 2, 3, 1)])
+@pytest.mark.parametrize("kernel, stride, padding, size",
+                         [(3, 2, 1, 1), (7, 1, 3, 2), (7, 2, 3, 1), (2, 3, 1, 2)])
 def test_small_input_convs_get_the_fp32_weight_gradient_under_cpu_bf16(kernel, stride, padding, size):
     """torch's CPU bf16 convolution computed these weight gradients from uninitialised
     memory (up to 1e38 or inf): jigsaw's 4 px tiles reach ResNet's last stage as 1x1."""
@@ -157,8 +158,8 @@ def test_small_input_convs_keep_bf16_for_larger_inputs_and_their_state_dict():
     assert convert_small_input_convs(net) == 1
     assert list(net.state_dict()) == keys
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert net[0](torch.randn(2, 3, 8, 8)).dtype == torch.bfloat16
-        assert net[0](torch.randn(2, 3, 2, 2)).dtype == torch.float32
+        assert net[0](torch.randn(2, 3, 4, 4)).dtype == torch.bfloat16
+        assert net[0](torch.randn(2, 3, 3, 3)).dtype == torch.float32   # kernel-sized
     assert net[0](torch.randn(2, 3, 2, 2)).dtype == torch.float32   # no autocast: unchanged
 
 
