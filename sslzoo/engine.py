@@ -148,10 +148,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
     ``auto`` is bf16 on CUDA devices that support it and fp32 on the CPU. On CPUs with
     native bf16 (AVX512-BF16 or AMX) ``--precision bf16`` measured 1.5-2.1x the fp32 step
-    rate, but it is not the default there: with it, jigsaw on the digits ended 4 of 5
-    seeds with NaN in a convolution's weights from a NaN weight gradient under a finite
-    loss (``benchmarks/RESULTS.md``, "CPU levers"); the non-finite guard now stops such
-    a run, naming the step.
+    rate, but it is not the default there: torch's CPU bf16 convolution computed some
+    weight gradients from uninitialised memory (jigsaw's NaN on the digits; worked around
+    by :func:`sslzoo.cpu.convert_small_input_convs`), and fp32 keeps a run's results
+    independent of the CPU it ran on (``benchmarks/RESULTS.md``, "CPU levers").
     """
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
