@@ -16,6 +16,10 @@ loop are dropped and the medians are reported with the ratio full / model-only (
 data path costs nothing). Images of the batch per second: a method that makes 2 views,
 4 rotations or 9 tiles of an image counts it once.
 
+On CUDA, ``--sync-steps`` further full steps (data, augmentation and step, untimed) run
+under ``torch.cuda.set_sync_debug_mode("warn")``, and the table reports how many times
+per step the host waited for the device (0 is the goal: the step only queues kernels).
+
     python benchmarks/train_throughput.py --backbone small_resnet18 --image-size 32
     python benchmarks/train_throughput.py --device cuda --batch-size 256 --precision bf16
 """
@@ -25,6 +29,7 @@ import argparse
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +99,22 @@ def timed(step: Callable[[], Any], n: int, device: torch.device) -> list[float]:
     return times
 
 
+def host_syncs(step: Callable[[], Any], n: int, device: torch.device) -> float:
+    """How many times per call ``step`` makes the host wait for the CUDA device (NaN
+    elsewhere): torch warns on every synchronising operation in "warn" mode."""
+    if device.type != "cuda" or n <= 0:
+        return float("nan")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(n):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught) / n
+
+
 def measure(method: str, args: argparse.Namespace, out: Path) -> dict[str, float]:
     trainer = build_trainer(method, args, out)
     batches = iter(())
@@ -128,7 +149,9 @@ def measure(method: str, args: argparse.Namespace, out: Path) -> dict[str, float
         model += timed(model_step, args.block, trainer.device)[args.warmup:]
     b = args.batch_size
     full_rate, model_rate = b / statistics.median(full), b / statistics.median(model)
+    syncs = host_syncs(full_step, args.sync_steps, trainer.device)
     return {"full": full_rate, "model": model_rate, "ratio": full_rate / model_rate,
+            "syncs": syncs,
             "peak_cuda_mib": (torch.cuda.max_memory_allocated(trainer.device) / 2 ** 20
                               if trainer.device.type == "cuda" else float("nan"))}
 
@@ -147,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cpu-tuning", choices=["auto", "off"], help="the engine's CPU levers")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--sync-steps", type=int, default=4,
+                   help="CUDA: full steps run to count host-device syncs (0: skip)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,14 +181,16 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.device}, precision {args.precision}, compile {args.compile}, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} x "
           f"{args.block - args.warmup} timed steps per loop")
-    print("| method | full images/s | model-only images/s | full / model-only | peak CUDA MiB |")
-    print("|---|---|---|---|---|")
+    print("| method | full images/s | model-only images/s | full / model-only | peak CUDA MiB "
+          "| host syncs / step |")
+    print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             r = measure(name, args, Path(tmp))
-            peak = r["peak_cuda_mib"]
+            peak, syncs = r["peak_cuda_mib"], r["syncs"]
             print(f"| {name} | {r['full']:.1f} | {r['model']:.1f} | {r['ratio']:.2f} | "
-                  f"{'n/a' if peak != peak else f'{peak:.0f}'} |", flush=True)
+                  f"{'n/a' if peak != peak else f'{peak:.0f}'} | "
+                  f"{'n/a' if syncs != syncs else f'{syncs:.2f}'} |", flush=True)
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
 
