@@ -166,10 +166,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 def resolve_channels_last(mode: str, device: torch.device, autocast: torch.dtype | None) -> bool:
     """Whether images and model use the channels_last memory format.
 
-    ``auto`` is on on CUDA, and on the CPU when the run is in fp32: there oneDNN's
-    channels_last convolutions measured 1.06-1.29x the step rate (every method, but
-    MoCo within noise; ``benchmarks/RESULTS.md``, "CPU levers"); under CPU bf16 autocast
-    they measured no faster, so ``auto`` leaves the default format there.
+    ``auto`` is on on CUDA, and on the CPU when the run is in fp32: there channels_last
+    measured 1.04-1.14x the step rate for every method at the default backbone and size
+    (``benchmarks/RESULTS.md``, "CPU levers"); under CPU bf16 autocast it measured no
+    faster, so ``auto`` leaves the default format there.
     """
     if mode != "auto":
         return mode == "on"
