@@ -52,7 +52,7 @@ class TrainConfig:
         "default", "torch.compile mode with --compile (max-autotune: CUDA graphs + autotuning)")
     channels_last: Literal["auto", "on", "off"] = cfg.hp(
         "auto", "channels_last memory format for images and model; "
-                "auto: on CUDA, and on the CPU in fp32")
+                "auto: on (CUDA and CPU); off: the default format")
     cpu_tuning: bool = cfg.hp(
         True, "on the CPU, keep freed memory in the process (glibc: no mmap, no trim)")
     sync_bn: bool | None = cfg.hp(None, "SyncBatchNorm across processes under torchrun; default: "

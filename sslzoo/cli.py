@@ -143,7 +143,7 @@ def _complete_method(ctx: click.Context, param: click.Parameter, incomplete: str
 @click.option("--compile-mode", type=click.Choice(["default", "reduce-overhead", "max-autotune"]),
               help="torch.compile mode [default: default]")
 @click.option("--channels-last", type=click.Choice(["auto", "on", "off"]),
-              help="channels_last images and model [default: auto: on CUDA, and on the CPU in fp32]")
+              help="channels_last images and model [default: auto = on]")
 @click.option("--cpu-tuning/--no-cpu-tuning", default=None,
               help="on the CPU, keep freed memory for reuse (glibc) [default: on]")
 @click.option("--sync-bn/--no-sync-bn", default=None,

@@ -1,9 +1,8 @@
 """One training loop for every method.
 
-Device auto-selection, bf16 autocast on CUDA, channels_last (on CUDA, and on the CPU in
-fp32), optional torch.compile, linear warm-up + cosine learning rate, gradient clipping,
-seeds, metrics.jsonl, atomic checkpoints that resume exactly, a kNN monitor, and DDP
-under torchrun.
+Device auto-selection, bf16 autocast on CUDA, channels_last, optional torch.compile,
+linear warm-up + cosine learning rate, gradient clipping, seeds, metrics.jsonl, atomic
+checkpoints that resume exactly, a kNN monitor, and DDP under torchrun.
 
 The step itself never waits for the device: non-finite losses are counted on the device
 (:mod:`sslzoo.numerics`) and read when metrics are logged and before anything is saved,
@@ -163,17 +162,14 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def resolve_channels_last(mode: str, device: torch.device, autocast: torch.dtype | None) -> bool:
+def resolve_channels_last(mode: str) -> bool:
     """Whether images and model use the channels_last memory format.
 
-    ``auto`` is on on CUDA, and on the CPU when the run is in fp32: there channels_last
-    measured 1.04-1.14x the step rate for every method at the default backbone and size
-    (``benchmarks/RESULTS.md``, "CPU levers"); under CPU bf16 autocast it measured no
-    faster, so ``auto`` leaves the default format there.
+    ``auto`` is on, on CUDA and on the CPU alike: on the CPU channels_last measured
+    1.04-1.14x the step rate in fp32 and 1.00-1.13x under bf16 autocast for every method
+    at the default backbone and size (``benchmarks/RESULTS.md``, "CPU levers").
     """
-    if mode != "auto":
-        return mode == "on"
-    return device.type == "cuda" or (device.type == "cpu" and autocast is None)
+    return mode != "off"
 
 
 class Trainer:
@@ -200,7 +196,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         if self.device.type == "cpu" and t.cpu_tuning:
             keep_freed_memory()    # before the data and the model are allocated
-        channels_last = resolve_channels_last(t.channels_last, self.device, self.autocast_dtype)
+        channels_last = resolve_channels_last(t.channels_last)
         self.channels_last = channels_last
         if cuda:
             torch.backends.cudnn.benchmark = True

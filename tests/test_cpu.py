@@ -13,7 +13,7 @@ import torch
 from sslzoo import cpu, engine
 from sslzoo.build import resolve
 from sslzoo.cpu import SmallInputConv2d, convert_small_input_convs
-from sslzoo.engine import Trainer, _kernel_options, resolve_channels_last, resolve_precision
+from sslzoo.engine import Trainer, _kernel_options, resolve_precision
 
 SPEC = {"method": "simclr", "data": "synthetic", "backbone": "small_resnet10", "image_size": 16,
         "batch_size": 16, "epochs": 1, "max_steps": 1, "device": "cpu"}
@@ -96,8 +96,9 @@ def test_the_engine_builds_foreach_optimisers_on_the_cpu(tmp_path, optimizer):
 
 
 @pytest.mark.parametrize("mode, precision, expected", [
-    ("auto", "fp32", True), ("auto", "bf16", False), ("on", "bf16", True), ("off", "fp32", False)])
-def test_channels_last_on_the_cpu_in_fp32_unless_turned_off(tmp_path, mode, precision, expected):
+    ("auto", "fp32", True), ("auto", "bf16", True), ("on", "fp32", True), ("off", "fp32", False),
+    ("off", "bf16", False)])
+def test_channels_last_on_the_cpu_unless_turned_off(tmp_path, mode, precision, expected):
     spec = resolve({**SPEC, "out": str(tmp_path), "channels_last": mode,
                     "precision": precision}, HEAD)
     trainer = Trainer(spec, quiet=True)
@@ -109,13 +110,6 @@ def test_channels_last_on_the_cpu_in_fp32_unless_turned_off(tmp_path, mode, prec
     images, _, _ = next(iter(trainer.loader))
     assert images.is_contiguous(memory_format=torch.channels_last) is expected
     assert trainer._extra()["channels_last"] is expected
-
-
-def test_channels_last_auto_is_on_for_cuda_in_any_precision():
-    cuda = torch.device("cuda")
-    assert resolve_channels_last("auto", cuda, torch.bfloat16) is True
-    assert resolve_channels_last("auto", cuda, None) is True
-    assert resolve_channels_last("off", cuda, torch.bfloat16) is False
 
 
 def test_no_cpu_tuning_leaves_the_allocator_alone(tmp_path, monkeypatch):
