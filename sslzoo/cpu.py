@@ -13,8 +13,8 @@
   convolution computes the weight gradient from uninitialised memory (values up to 1e38,
   or inf) for some inputs no larger than the kernel, e.g. a 1x1 map into a 3x3 stride-2
   convolution: ResNet's last stage on jigsaw's 4 px tiles. Every convolution whose input
-  is no larger than its kernel (in height or width) runs in fp32 instead, which costs
-  nothing measurable: such maps are a few pixels.
+  is no larger than its kernel (in height or width) runs in fp32 instead; on such maps of
+  a few pixels the fp32 kernel is the faster one (``benchmarks/RESULTS.md``).
 
 Measured in ``benchmarks/RESULTS.md`` ("CPU levers").
 """

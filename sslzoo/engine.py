@@ -196,8 +196,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         if self.device.type == "cpu" and t.cpu_tuning:
             keep_freed_memory()    # before the data and the model are allocated
-        channels_last = resolve_channels_last(t.channels_last)
-        self.channels_last = channels_last
+        self.channels_last = resolve_channels_last(t.channels_last)
         if cuda:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -218,7 +217,7 @@ class Trainer:
             self.loader = make_loader(self.data, t.batch_size, self.device, shuffle=True,
                                       drop_last=True, seed=t.seed, rank=self.rank,
                                       world_size=self.world, num_workers=t.num_workers,
-                                      channels_last=channels_last)
+                                      channels_last=self.channels_last)
         except DataError as exc:
             if not skipped:
                 raise
@@ -232,7 +231,7 @@ class Trainer:
         torch.manual_seed(t.seed)                  # identical initial weights on every rank
         info = DataInfo(len(self.data), t.image_size, total_steps=self.state.total_steps)
         self.method = self._build(lambda: build_method(self.spec, info, self.plugins)).to(self.device)
-        if channels_last:
+        if self.channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
         if self.device.type == "cpu" and self.autocast_dtype is torch.bfloat16:
             convert_small_input_convs(self.method)   # see sslzoo.cpu: wrong bf16 gradients

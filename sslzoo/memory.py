@@ -92,8 +92,8 @@ class MemoryBank(nn.Module):
         if gather:
             index = distributed.gather(index.contiguous())
             features = distributed.gather(features.detach().contiguous())
-        index, features = _last_occurrence(index, features.detach())
-        old = self.bank[index]                                        # (U, dim)
+        features = _last_occurrence_features(index, features.detach())
+        old = self.bank[index]                                        # (B, dim)
         new = old.mul(self.momentum).add_(features.to(old.dtype), alpha=1.0 - self.momentum)
         self.bank.index_copy_(0, index, F.normalize(new, dim=1))
 
@@ -106,8 +106,8 @@ class MemoryBank(nn.Module):
         return f"size={self.size}, dim={self.dim}, momentum={self.momentum}"
 
 
-def _last_occurrence(index: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-    """``index`` and, at every position, the features of that index's last occurrence.
+def _last_occurrence_features(index: Tensor, features: Tensor) -> Tensor:
+    """At every position of ``index``, the features of that index's last occurrence.
 
     Repeated rows then carry identical updates, so writing all ``B`` of them gives the same
     bank in any order. Fixed shapes throughout (a stable sort, no ``unique``), so nothing
@@ -119,4 +119,4 @@ def _last_occurrence(index: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
     run = torch.cumsum(starts, 0) - 1                                 # run of each sorted entry
     last_in_run = torch.full_like(order, -1).scatter_reduce_(0, run, order, reduce="amax")
     last = torch.empty_like(order).scatter_(0, order, last_in_run[run])  # (B,)
-    return index, features[last]
+    return features[last]
